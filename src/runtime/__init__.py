@@ -1,0 +1,86 @@
+"""QTS Runtime: a safe connection layer to the Korea Investment & Securities Open API.
+
+Typical use::
+
+    from runtime import build_runtime, load_settings
+
+    with build_runtime(load_settings(".env")) as kis:
+        price = kis.call("GET", "/uapi/domestic-stock/v1/quotations/inquire-price",
+                         tr_id="FHKST01010100",
+                         params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"})
+
+Names are imported lazily so ``import runtime`` stays cheap (the CLI starts fast).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "AccessToken",
+    "BrokerAuthPort",
+    "BrokerRequest",
+    "BrokerResponse",
+    "BrokerScope",
+    "ClockPort",
+    "KISBrokerAdapter",
+    "KISRuntime",
+    "Mode",
+    "QTSError",
+    "Settings",
+    "SystemClock",
+    "TokenCache",
+    "TokenStorePort",
+    "build_runtime",
+    "errors",
+    "load_settings",
+]
+
+_LOCATIONS = {
+    "AccessToken": "runtime.broker.base",
+    "BrokerAuthPort": "runtime.broker.base",
+    "BrokerRequest": "runtime.broker.base",
+    "BrokerResponse": "runtime.broker.base",
+    "BrokerScope": "runtime.broker.base",
+    "Mode": "runtime.broker.base",
+    "ClockPort": "runtime.clock",
+    "SystemClock": "runtime.clock",
+    "KISBrokerAdapter": "runtime.broker.kis.adapter",
+    "KISRuntime": "runtime.auth.session",
+    "QTSError": "runtime.errors",
+    "Settings": "runtime.settings",
+    "TokenCache": "runtime.auth.token_cache",
+    "TokenStorePort": "runtime.auth.ports",
+    "build_runtime": "runtime.bootstrap",
+    "load_settings": "runtime.config",
+}
+
+if TYPE_CHECKING:
+    from runtime import errors
+    from runtime.auth.ports import TokenStorePort
+    from runtime.auth.session import KISRuntime
+    from runtime.auth.token_cache import TokenCache
+    from runtime.bootstrap import build_runtime
+    from runtime.broker.base import (
+        AccessToken,
+        BrokerAuthPort,
+        BrokerRequest,
+        BrokerResponse,
+        BrokerScope,
+        Mode,
+    )
+    from runtime.broker.kis.adapter import KISBrokerAdapter
+    from runtime.clock import ClockPort, SystemClock
+    from runtime.config import load_settings
+    from runtime.errors import QTSError
+    from runtime.settings import Settings
+
+
+def __getattr__(name: str) -> Any:
+    if name == "errors":
+        return importlib.import_module("runtime.errors")
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,127 @@
+"""KISRuntime: injects the cached token into every call and recovers once from a rejected token."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+from runtime.auth.ports import ClockPort
+from runtime.auth.token_cache import TokenCache
+from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerRequest, BrokerResponse, BrokerScope
+from runtime.errors import (
+    BrokerUnavailableError,
+    InvalidRequestError,
+    OrderRefusedError,
+    StaleTokenError,
+    TokenRejectedError,
+)
+
+__all__ = ["KISRuntime"]
+
+_log = logging.getLogger(__name__)
+
+
+class KISRuntime:
+    """The stateful half: owns the token cache, holds no credentials.
+
+    Build it with :func:`runtime.bootstrap.build_runtime`. Every method raises only
+    :class:`runtime.errors.QTSError` subclasses.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerAuthPort,
+        cache: TokenCache,
+        clock: ClockPort,
+        *,
+        call_deadline_s: float = 20.0,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self._broker = broker
+        self._cache = cache
+        self._clock = clock
+        self._deadline_s = call_deadline_s
+        self._on_close = on_close
+
+    @property
+    def scope(self) -> BrokerScope:
+        """The (mode, key fingerprint) this runtime works for."""
+        return self._cache.scope
+
+    @property
+    def cache(self) -> TokenCache:
+        """The token cache (for inspection: ``issued_count``, ``last_source``, ``peek``)."""
+        return self._cache
+
+    def access_token(self) -> AccessToken:
+        """A token valid for at least the refresh margin, for callers that need it themselves."""
+        return self._cache.get(timeout_s=self._deadline_s)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        tr_id: str,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        tr_cont: str = "",
+    ) -> BrokerResponse:
+        """Send one authenticated REST call and return KIS's successful answer.
+
+        ``tr_id`` is the REAL TR id; the adapter maps it for VTS. On EGW00121/122/123 the
+        token is invalidated, reissued and a GET is retried exactly once; a POST is never
+        retried automatically. Order endpoints are refused before the network.
+        """
+        try:
+            request = BrokerRequest(method, path, tr_id, params=params, body=body, tr_cont=tr_cont)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"invalid call: {exc}") from exc
+        if request.is_order:
+            raise OrderRefusedError(f"{request.path} is an order endpoint; Phase 2 sends no orders")
+        deadline = self._clock.monotonic() + self._deadline_s
+        token = self._cache.get(timeout_s=self._remaining(deadline))
+        try:
+            return self._broker.send(request, token, timeout_s=self._remaining(deadline))
+        except TokenRejectedError as rejected:
+            self._cache.invalidate(token)
+            if request.method != "GET":
+                raise  # the call may have had an effect; the caller decides about resending it
+            _log.info("token %s rejected (%s); reissuing and retrying once", token.masked, rejected.code)
+            fresh = self._cache.get(timeout_s=self._remaining(deadline))
+            if fresh.value == token.value:
+                raise StaleTokenError(
+                    "KIS rejected the token and the reissue returned the same one", code=rejected.code
+                ) from rejected
+            return self._broker.send(request, fresh, timeout_s=self._remaining(deadline))
+
+    def revoke(self) -> AccessToken | None:
+        """Revoke the held token at KIS and drop it from the store; returns what was revoked."""
+        token = self._cache.held()
+        if token is None:
+            return None
+        self._broker.revoke_token(token, timeout_s=self._deadline_s)
+        self._cache.forget()
+        return token
+
+    def close(self) -> None:
+        """Release connections. The runtime is not usable afterwards."""
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
+
+    def __enter__(self) -> KISRuntime:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _remaining(self, deadline: float) -> float:
+        left = deadline - self._clock.monotonic()
+        if left <= 0:
+            raise BrokerUnavailableError(f"call deadline of {self._deadline_s:g} s exceeded")
+        return left

@@ -1,0 +1,42 @@
+"""Token stores that live inside one process."""
+
+from __future__ import annotations
+
+import threading
+
+from runtime.broker.base import AccessToken, BrokerScope
+from runtime.errors import ScopeMismatchError
+
+__all__ = ["InMemoryTokenStore", "check_scope"]
+
+
+def check_scope(scope: BrokerScope, token: AccessToken) -> None:
+    """Refuse to file a token under another scope than its own (REAL and VTS never mix)."""
+    if token.scope != scope:
+        raise ScopeMismatchError(f"a token of {token.scope} cannot be stored for {scope}")
+
+
+class InMemoryTokenStore:
+    """Tokens in a dict, safe across threads; gone when the process ends."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[BrokerScope, AccessToken] = {}
+        self._lock = threading.Lock()
+
+    def load(self, scope: BrokerScope) -> AccessToken | None:
+        with self._lock:
+            return self._tokens.get(scope)
+
+    def save(self, scope: BrokerScope, token: AccessToken) -> None:
+        check_scope(scope, token)
+        with self._lock:
+            self._tokens[scope] = token
+
+    def delete(self, scope: BrokerScope) -> None:
+        with self._lock:
+            self._tokens.pop(scope, None)
+
+    def scopes(self) -> list[BrokerScope]:
+        """Every scope with a saved token (for ``qts status``)."""
+        with self._lock:
+            return sorted(self._tokens)

@@ -1,0 +1,255 @@
+"""Runtime token cache: stores the token, tracks its expiry, decides when to reissue.
+
+It holds tokens and never credentials: issuing is delegated to the broker port. A warm
+``get()`` reads one attribute and the clock, takes no lock and touches no store; only a
+stale or missing token takes the lock, so N threads arriving together cause one issuance.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from runtime.auth.freshness import TokenState, refresh_at, token_state
+from runtime.auth.ports import ClockPort, TokenStorePort
+from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerScope
+from runtime.errors import (
+    BrokerUnavailableError,
+    QTSError,
+    RateLimitedError,
+    ScopeMismatchError,
+    StaleTokenError,
+)
+
+__all__ = ["TokenCache", "TokenSource"]
+
+_log = logging.getLogger(__name__)
+
+# After a failed proactive refresh we keep serving the still-valid token and try again only
+# after this pause: tokenP accepts one request per minute per key (KIS_API.md §3).
+_REFRESH_RETRY_PAUSE = timedelta(seconds=60)
+_REJECTED_REMEMBERED = 16
+
+
+class TokenSource:
+    """Where the last token handed out came from (shown by ``qts token``)."""
+
+    MEMORY = "memory"
+    STORE = "store"
+    ISSUED = "issued"
+
+
+class _Entry(NamedTuple):
+    token: AccessToken
+    refresh_at: datetime
+
+
+class TokenCache:
+    """Hands out a token valid for at least ``margin``: memory, then store, then the broker."""
+
+    def __init__(
+        self,
+        broker: BrokerAuthPort,
+        store: TokenStorePort,
+        clock: ClockPort,
+        *,
+        margin: timedelta = timedelta(seconds=600),
+        lock_timeout_s: float = 30.0,
+    ) -> None:
+        if margin < timedelta(0):
+            raise ValueError("margin must not be negative")
+        self._broker = broker
+        self._store = store
+        self._clock = clock
+        self._margin = margin
+        self._lock_timeout_s = lock_timeout_s
+        self._scope = broker.scope
+        self._entry: _Entry | None = None
+        self._lock = threading.Lock()
+        # Tokens KIS handed back unchanged or that failed to refresh: kept while valid,
+        # not refreshed again before this instant.
+        self._no_refresh_before: dict[str, datetime] = {}
+        self._rejected: collections.deque[bytes] = collections.deque(maxlen=_REJECTED_REMEMBERED)
+        self.issued_count = 0
+        self.last_source: str | None = None
+
+    @property
+    def scope(self) -> BrokerScope:
+        """The one scope this cache serves."""
+        return self._scope
+
+    @property
+    def margin(self) -> timedelta:
+        """How long a handed-out token is valid at least (unless KIS will not renew it)."""
+        return self._margin
+
+    def peek(self) -> AccessToken | None:
+        """The token held in memory, whatever its state, without any I/O."""
+        entry = self._entry
+        return entry.token if entry else None
+
+    def held(self) -> AccessToken | None:
+        """The token in memory, else the store's, whatever its state; nothing is changed."""
+        entry = self._entry
+        if entry is not None:
+            return entry.token
+        with self._lock:
+            return self._load_from_store()
+
+    def get(self, *, timeout_s: float | None = None) -> AccessToken:
+        """A token for this scope that stays valid for at least the margin.
+
+        A stale token that KIS will not renew yet (it hands back the same one within 6 h)
+        or that failed to refresh for a retryable reason is kept until it expires. Raises
+        whatever the broker's ``issue_token`` raises, StaleTokenError when KIS hands back a
+        token it has rejected, and BrokerUnavailableError when another thread's issuance
+        does not finish within ``timeout_s``.
+        """
+        entry = self._entry
+        if entry is not None and self._clock.now() < entry.refresh_at:
+            self.last_source = TokenSource.MEMORY
+            return entry.token
+        timeout = self._lock_timeout_s if timeout_s is None else max(timeout_s, 0.0)
+        if not self._lock.acquire(timeout=timeout):
+            raise BrokerUnavailableError(
+                f"timed out after {timeout:g} s waiting for a token issuance in progress"
+            )
+        try:
+            return self._get_locked(timeout_s)
+        finally:
+            self._lock.release()
+
+    def invalidate(self, token: AccessToken) -> None:
+        """KIS rejected ``token``: forget it here and in the store (if the store still has it)."""
+        with self._lock:
+            self._rejected.append(_digest(token.value))
+            self._no_refresh_before.pop(token.value, None)
+            if self._entry is not None and self._entry.token.value == token.value:
+                self._entry = None
+            stored = self._load_from_store()
+            if stored is not None and stored.value == token.value:
+                self._store.delete(self._scope)
+        _log.info("token %s invalidated for %s", token.masked, self._scope)
+
+    def forget(self) -> AccessToken | None:
+        """Drop the token from memory and store (after a revoke); returns what was held."""
+        with self._lock:
+            held = self._entry.token if self._entry else self._load_from_store()
+            self._entry = None
+            self._no_refresh_before.clear()
+            self._store.delete(self._scope)
+        return held
+
+    def _get_locked(self, timeout_s: float | None) -> AccessToken:
+        now = self._clock.now()
+        held = self._entry.token if self._entry else None
+        if held is not None and token_state(held, now, self._margin) is TokenState.FRESH:
+            self.last_source = TokenSource.MEMORY
+            return held  # another thread refreshed while we waited for the lock
+
+        stored = self._load_from_store()
+        if stored is not None and token_state(stored, now, self._margin) is TokenState.FRESH:
+            self._remember(stored)
+            self.last_source = TokenSource.STORE
+            return stored
+
+        current = self._best_valid(now, held, stored)
+        if current is not None and now < self._no_refresh_before.get(current.value, now):
+            self._remember(current)
+            self.last_source = TokenSource.MEMORY
+            return current
+
+        try:
+            issued = self._broker.issue_token(timeout_s=timeout_s)
+        except QTSError as exc:
+            if current is None or not isinstance(exc, BrokerUnavailableError | RateLimitedError):
+                raise
+            pause = exc.retry_after if isinstance(exc, RateLimitedError) else _REFRESH_RETRY_PAUSE
+            self._no_refresh_before[current.value] = now + pause
+            self._remember(current)
+            _log.warning(
+                "proactive refresh failed (%s); keeping %s, valid for %s more",
+                exc,
+                current.masked,
+                current.time_left(now),
+            )
+            self.last_source = TokenSource.MEMORY
+            return current
+        return self._accept_issued(issued, current, now)
+
+    def _accept_issued(self, issued: AccessToken, current: AccessToken | None, now: datetime) -> AccessToken:
+        if issued.scope != self._scope:
+            raise ScopeMismatchError(f"the broker issued a token of {issued.scope} for {self._scope}")
+        if _digest(issued.value) in self._rejected:
+            raise StaleTokenError(
+                "KIS handed back the token it had just rejected (it returns the same token for 6 hours "
+                "after issuing it); revoke it with `qts revoke` or wait before retrying",
+                code="EGW00121",
+            )
+        self.issued_count += 1
+        # Only the newest token can still be blocked from refreshing; older entries are dead weight.
+        self._no_refresh_before = {k: v for k, v in self._no_refresh_before.items() if k == issued.value}
+        if current is not None and issued.value == current.value:
+            # KIS answers tokenP with the previous token for 6 hours: asking again would loop.
+            self._no_refresh_before[issued.value] = issued.expires_at
+            _log.info(
+                "KIS returned the same token %s; keeping it until it expires at %s",
+                issued.masked,
+                issued.expires_at.isoformat(),
+            )
+        elif token_state(issued, now, self._margin) is not TokenState.FRESH:
+            # A short-lived token (shorter than the margin): use it, but do not ask again at once.
+            self._no_refresh_before[issued.value] = issued.expires_at
+            _log.warning("issued token %s lives less than the refresh margin", issued.masked)
+        self._save_to_store(issued)
+        self._remember(issued)
+        self.last_source = TokenSource.ISSUED
+        _log.info(
+            "token %s issued for %s, expires %s", issued.masked, self._scope, issued.expires_at.isoformat()
+        )
+        return issued
+
+    def _best_valid(self, now: datetime, *tokens: AccessToken | None) -> AccessToken | None:
+        valid = [
+            t
+            for t in tokens
+            if t is not None
+            and token_state(t, now, self._margin) is not TokenState.EXPIRED
+            and _digest(t.value) not in self._rejected
+        ]
+        return max(valid, key=lambda t: t.expires_at, default=None)
+
+    def _remember(self, token: AccessToken) -> None:
+        # Reissue-blocked tokens are handed out until expiry, so their entry never goes stale
+        # on the hot path; everything else goes stale at expires_at - margin.
+        until = self._no_refresh_before.get(token.value)
+        stale_from = refresh_at(token, self._margin) if until is None else min(until, token.expires_at)
+        self._entry = _Entry(token, stale_from)
+
+    def _load_from_store(self) -> AccessToken | None:
+        stored = self._store.load(self._scope)
+        if stored is None:
+            return None
+        if stored.scope != self._scope:
+            _log.warning("store returned a token of %s for %s; ignored", stored.scope, self._scope)
+            return None
+        if _digest(stored.value) in self._rejected:
+            return None
+        return stored
+
+    def _save_to_store(self, token: AccessToken) -> None:
+        try:
+            self._store.save(self._scope, token)
+        except ScopeMismatchError:
+            raise
+        except QTSError as exc:
+            # The token is good; losing the store only costs a reissue in the next process.
+            _log.warning("could not save token %s to the store: %s", token.masked, exc)
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8")).digest()

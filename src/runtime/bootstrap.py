@@ -1,0 +1,94 @@
+"""The composition root: the one place that wires adapters into the runtime.
+
+Production defaults are built inside ``build_runtime``, never at import. Tests call the same
+function with fakes. Credentials go to the broker adapter only; the runtime gets the token
+machinery, the clock and the time limits.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import urllib3
+
+from runtime.auth.ports import TokenStorePort
+from runtime.auth.session import KISRuntime
+from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.token_cache import TokenCache
+from runtime.broker.base import BrokerAuthPort
+from runtime.broker.kis.adapter import KISBrokerAdapter
+from runtime.clock import ClockPort, SystemClock
+from runtime.errors import ConfigError, ScopeMismatchError
+from runtime.settings import Settings, StoreKind, TokenStoreSpec
+
+__all__ = ["build_http", "build_runtime", "build_store"]
+
+# One pool per host; enough connections for a few worker threads to share keep-alive.
+_POOL_SIZE = 8
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: ClockPort | None = None,
+    store: TokenStorePort | None = None,
+    broker: BrokerAuthPort | None = None,
+    http: urllib3.PoolManager | None = None,
+) -> KISRuntime:
+    """Wire a KISRuntime for ``settings``; any part may be replaced (tests pass fakes).
+
+    Raises ConfigError when the settings ask for something that cannot be built, and
+    ScopeMismatchError when an injected broker serves another (mode, key) than the settings.
+    """
+    clock = clock or SystemClock()
+    owned_http = http is None and broker is None
+    if broker is None:
+        http = http or build_http(settings.ca_bundle)
+        broker = KISBrokerAdapter(
+            settings.mode,
+            settings.credentials,
+            http,
+            base_url=settings.base_url,
+            clock=clock,
+            timeout_s=settings.call_deadline_s,
+        )
+    if broker.scope != settings.scope:
+        raise ScopeMismatchError(
+            f"the broker serves {broker.scope} but the settings are for {settings.scope}"
+        )
+    cache = TokenCache(
+        broker,
+        store if store is not None else build_store(settings.token_store),
+        clock,
+        margin=settings.refresh_margin,
+        lock_timeout_s=settings.call_deadline_s,
+    )
+    on_close = http.clear if owned_http and http is not None else None
+    return KISRuntime(broker, cache, clock, call_deadline_s=settings.call_deadline_s, on_close=on_close)
+
+
+def build_http(ca_bundle: Path | None = None) -> urllib3.PoolManager:
+    """A PoolManager with certificate verification always on; ``ca_bundle`` adds a CA."""
+    context = ssl.create_default_context()
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"KIS_CA_BUNDLE: cannot load {str(ca_bundle)!r} as PEM certificates") from exc
+    return urllib3.PoolManager(
+        num_pools=4,
+        maxsize=_POOL_SIZE,
+        ssl_context=context,
+        retries=urllib3.Retry(total=0, redirect=0),
+        timeout=urllib3.Timeout(connect=5.0, read=20.0),
+    )
+
+
+def build_store(spec: TokenStoreSpec) -> TokenStorePort:
+    """The token store ``QTS_TOKEN_STORE`` names."""
+    if spec.kind is StoreKind.MEMORY:
+        return InMemoryTokenStore()
+    raise ConfigError(
+        f"QTS_TOKEN_STORE: the {spec.kind.value} store is not available in this version; use memory"
+    )

@@ -1,0 +1,194 @@
+"""KISBrokerAdapter: MODE -> environment, issue/revoke tokens, send one call with a given token.
+
+Stateless by rule (seed §5.1): it holds the credentials and the connection pool, and never a
+token. Which attempts may be repeated is decided here, within the caller's time budget:
+a request that never left this host may always be sent again; a GET may also be repeated
+after a broken or 5xx answer; tokenP and other POSTs are not (tokenP is rate limited).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import urllib3
+
+from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
+from runtime.broker.kis import auth
+from runtime.broker.kis.transport import HttpReply, exchange
+from runtime.clock import ClockPort, SystemClock
+from runtime.errors import BrokerUnavailableError, OrderRefusedError, ScopeMismatchError
+from runtime.masking import mask
+from runtime.settings import AppCredentials
+
+__all__ = ["KISBrokerAdapter", "tr_id_for_mode"]
+
+_log = logging.getLogger(__name__)
+
+_MAX_ATTEMPTS = 3
+_BACKOFF_S = (0.2, 0.5)
+_JSON = "application/json; charset=utf-8"
+
+
+def tr_id_for_mode(tr_id: str, mode: Mode) -> str:
+    """The TR id to send in ``mode``: VTS trading TRs swap T/J/C for V (KIS_API.md §9)."""
+    if mode is Mode.VTS and tr_id[:1] in ("T", "J", "C"):
+        return "V" + tr_id[1:]
+    return tr_id
+
+
+class KISBrokerAdapter:
+    """The KIS side of the hexagon. Implements ``BrokerAuthPort``."""
+
+    def __init__(
+        self,
+        mode: Mode,
+        credentials: AppCredentials,
+        http: urllib3.PoolManager,
+        *,
+        base_url: str | None = None,
+        clock: ClockPort | None = None,
+        timeout_s: float = 20.0,
+    ) -> None:
+        self._mode = mode
+        self._credentials = credentials
+        self._http = http
+        self._base_url = (base_url or mode.official_base_url).rstrip("/")
+        self._clock: ClockPort = clock or SystemClock()
+        self._timeout_s = timeout_s
+        self._scope = BrokerScope(mode, credentials.fingerprint)
+        # Built once: the per-call work is adding three headers, not re-encoding these.
+        self._call_headers = {
+            "content-type": _JSON,
+            "accept": "application/json",
+            "appkey": credentials.app_key,
+            "appsecret": credentials.app_secret,
+            "custtype": "P",
+            "user-agent": "qts-runtime",
+        }
+        self._auth_headers = {
+            "content-type": _JSON,
+            "accept": "application/json",
+            "user-agent": "qts-runtime",
+        }
+
+    @property
+    def scope(self) -> BrokerScope:
+        return self._scope
+
+    @property
+    def mode(self) -> Mode:
+        """The environment this adapter talks to."""
+        return self._mode
+
+    @property
+    def base_url(self) -> str:
+        """The REST host chosen for the mode (or its override)."""
+        return self._base_url
+
+    def __repr__(self) -> str:
+        return f"KISBrokerAdapter(scope={self._scope}, base_url={self._base_url!r})"
+
+    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+        body = auth.token_body(self._credentials.app_key, self._credentials.app_secret)
+        reply = self._exchange(
+            "POST", auth.TOKEN_PATH, self._auth_headers, timeout_s, body=body, idempotent=False
+        )
+        token = auth.parse_token_reply(
+            reply,
+            scope=self._scope,
+            app_key=self._credentials.app_key,
+            now=self._clock.now(),
+            scrub=self._scrub,
+        )
+        _log.debug("tokenP answered for %s: %s", self._scope, token.masked)
+        return token
+
+    def revoke_token(self, token: AccessToken, *, timeout_s: float | None = None) -> None:
+        self._check_scope(token)
+        body = auth.revoke_body(self._credentials.app_key, self._credentials.app_secret, token.value)
+        reply = self._exchange(
+            "POST", auth.REVOKE_PATH, self._auth_headers, timeout_s, body=body, idempotent=False
+        )
+        auth.parse_revoke_reply(reply, self._scrub)
+        _log.debug("revokeP accepted %s", token.masked)
+
+    def send(
+        self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
+    ) -> BrokerResponse:
+        self._check_scope(token)
+        if request.is_order:
+            raise OrderRefusedError(f"{request.path} is an order endpoint; Phase 2 sends no orders")
+        headers = dict(self._call_headers)
+        headers["authorization"] = token.authorization
+        headers["tr_id"] = tr_id_for_mode(request.tr_id, self._mode)
+        headers["tr_cont"] = request.tr_cont
+        body = json.dumps(dict(request.body)).encode() if request.body is not None else None
+        reply = self._exchange(
+            request.method,
+            request.path,
+            headers,
+            timeout_s,
+            body=body,
+            query=request.params if request.method == "GET" else None,
+            idempotent=request.method == "GET",
+        )
+        data, envelope = auth.classify_call(reply, self._scrub)
+        return BrokerResponse(
+            status=reply.status,
+            body=data,
+            tr_id=reply.headers.get("tr_id"),
+            tr_cont=reply.headers.get("tr_cont"),
+            gt_uid=reply.headers.get("gt_uid"),
+            msg_cd=envelope.msg_cd or None,
+            msg1=envelope.msg1 or None,
+        )
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        timeout_s: float | None,
+        *,
+        body: bytes | None = None,
+        query: Mapping[str, Any] | None = None,
+        idempotent: bool,
+    ) -> HttpReply:
+        budget = self._timeout_s if timeout_s is None else timeout_s
+        deadline = self._clock.monotonic() + budget
+        url = self._base_url + path
+        for attempt in range(_MAX_ATTEMPTS):
+            left = deadline - self._clock.monotonic()
+            if left <= 0:
+                raise BrokerUnavailableError(f"no answer from KIS within the {budget:g} s deadline")
+            try:
+                reply = exchange(
+                    self._http, method, url, headers=headers, timeout_s=left, body=body, query=query
+                )
+            except BrokerUnavailableError as exc:
+                if attempt + 1 == _MAX_ATTEMPTS or not (idempotent or not exc.request_sent):
+                    raise
+                _log.debug("%s %s failed (%s); trying again", method, path, exc)
+            else:
+                if not (idempotent and reply.status in (502, 503, 504)) or attempt + 1 == _MAX_ATTEMPTS:
+                    return reply
+                _log.debug("%s %s answered HTTP %d; trying again", method, path, reply.status)
+            pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+            if deadline - self._clock.monotonic() <= pause:
+                break
+            self._clock.sleep(pause)
+        raise BrokerUnavailableError(f"KIS stayed unavailable for {budget:g} s")
+
+    def _check_scope(self, token: AccessToken) -> None:
+        if token.scope != self._scope:
+            raise ScopeMismatchError(f"a token of {token.scope} cannot be used for {self._scope}")
+
+    def _scrub(self, text: str) -> str:
+        """Server text may echo what we sent; never let a secret ride out in an error message."""
+        for secret in (self._credentials.app_secret, self._credentials.app_key):
+            if secret and secret in text:
+                text = text.replace(secret, mask(secret))
+        return text

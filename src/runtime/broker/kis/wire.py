@@ -1,0 +1,137 @@
+"""KIS JSON on the wire: the shapes KIS sends and the one cattrs converter that reads them.
+
+The domain never sees these classes. Structuring is strict (a number where a string belongs
+is malformed, not coerced), and every failure becomes MalformedResponseError whose message
+names fields, never values: a hostile body must not smuggle a token into a log line.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+
+from runtime.errors import MalformedResponseError
+
+__all__ = [
+    "CallEnvelope",
+    "RevokeReply",
+    "TokenErrorReply",
+    "TokenReply",
+    "decode_json_object",
+    "structure",
+]
+
+_T = TypeVar("_T")
+
+
+@attrs.frozen
+class TokenReply:
+    """``/oauth2/tokenP`` success (KIS_API.md §2)."""
+
+    access_token: str
+    token_type: str
+    access_token_token_expired: str | None = None
+    expires_in: int | None = None
+
+
+@attrs.frozen
+class TokenErrorReply:
+    """The token endpoints' own error shape (§4): not the rt_cd shape."""
+
+    error_code: str
+    error_description: str = ""
+
+
+@attrs.frozen
+class CallEnvelope:
+    """The common part of every ``/uapi`` answer (§5)."""
+
+    rt_cd: str
+    msg_cd: str = ""
+    msg1: str = ""
+
+
+@attrs.frozen
+class RevokeReply:
+    """``/oauth2/revokeP`` success (§6); ``code`` is an int although the spec says string."""
+
+    code: int | str
+    message: str = ""
+
+
+def _strict_str(value: Any, _type: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _strict_int(value: Any, _type: Any) -> int:
+    # KIS sends expires_in as a number; a digit string is tolerated, a bool or float is not.
+    if isinstance(value, bool):
+        raise TypeError("expected an integer, got bool")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) <= 12:
+        return int(value)
+    raise TypeError(f"expected an integer, got {type(value).__name__}")
+
+
+def _int_or_str(value: Any, _type: Any) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"expected an integer or string, got {type(value).__name__}")
+    return value
+
+
+@functools.cache
+def _converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=False)
+    converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(int | str, _int_or_str)
+    return converter
+
+
+def structure(data: dict[str, Any], cls: type[_T], what: str) -> _T:
+    """Structure KIS JSON into ``cls``; MalformedResponseError naming the bad fields otherwise."""
+    try:
+        return _converter().structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        fields = sorted({_field_path(note) for note in _notes(exc)})
+        raise MalformedResponseError(f"{what} has missing or mistyped fields: {', '.join(fields)}") from None
+    except (TypeError, ValueError):
+        raise MalformedResponseError(f"{what} does not have the expected shape") from None
+
+
+def decode_json_object(body: bytes, what: str) -> dict[str, Any]:
+    """UTF-8 JSON object or MalformedResponseError (non-UTF-8, not JSON, not an object)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedResponseError(f"{what} is not UTF-8 text") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise MalformedResponseError(f"{what} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise MalformedResponseError(f"{what} is JSON but not an object")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _notes(exc: BaseException) -> list[str]:
+    notes = [n for n in getattr(exc, "__notes__", []) if isinstance(n, str)]
+    for sub in getattr(exc, "exceptions", ()):
+        notes.extend(_notes(sub))
+    return notes
+
+
+def _field_path(note: str) -> str:
+    # cattrs notes read "Structuring class TokenReply @ attribute access_token"; keep the name.
+    return note.rsplit(" ", 1)[-1] if "@ attribute" in note else "body"

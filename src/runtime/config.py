@@ -1,0 +1,182 @@
+"""The only place that reads the environment and ``.env``: ``load_settings`` -> frozen Settings.
+
+All problems are collected and reported together in one :class:`ConfigError`, before any
+network call, each naming its variable and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environs
+
+from runtime.broker.base import Mode
+from runtime.errors import ConfigError
+from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
+
+__all__ = ["ENV_VARIABLES", "load_settings", "parse_base_url", "parse_store_spec"]
+
+#: Every variable the package reads, for docs and for tests that clear the environment.
+ENV_VARIABLES = (
+    "KIS_MODE",
+    "KIS_VTS_APP_KEY",
+    "KIS_VTS_APP_SECRET",
+    "KIS_REAL_APP_KEY",
+    "KIS_REAL_APP_SECRET",
+    "KIS_VTS_BASE_URL",
+    "KIS_REAL_BASE_URL",
+    "KIS_CA_BUNDLE",
+    "QTS_TOKEN_STORE",
+    "QTS_REFRESH_MARGIN_S",
+    "QTS_CALL_DEADLINE_S",
+)
+
+_MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
+_MAX_DEADLINE_S = 600.0
+
+
+def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Settings:
+    """Read settings from the environment and, if given, ``env_file`` (the environment wins).
+
+    ``mode`` overrides ``KIS_MODE`` (the CLI's ``--mode``). Raises ConfigError listing every
+    problem found. No ``.env`` is searched for implicitly: pass the file you mean.
+    """
+    env = environs.Env(eager=False)
+    if env_file is not None:
+        path = Path(env_file)
+        if not path.is_file():
+            raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
+        env.read_env(path, recurse=False)
+
+    problems: dict[str, str] = {}
+    raw_mode = mode if mode is not None else env.str("KIS_MODE", "VTS")
+    margin_s = env.float("QTS_REFRESH_MARGIN_S", 600.0)
+    deadline_s = env.float("QTS_CALL_DEADLINE_S", 20.0)
+    raw_store = env.str("QTS_TOKEN_STORE", "memory")
+    raw_ca = env.str("KIS_CA_BUNDLE", "")
+    raw_urls = {m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode}
+    raw_keys = {
+        m: (env.str(f"KIS_{m.value}_APP_KEY", ""), env.str(f"KIS_{m.value}_APP_SECRET", "")) for m in Mode
+    }
+    try:
+        env.seal()
+    except environs.EnvValidationError as exc:
+        messages = exc.error_messages
+        if isinstance(messages, dict):
+            problems.update({name: "; ".join(map(str, msgs)) for name, msgs in messages.items()})
+        else:
+            problems["environment"] = "; ".join(map(str, messages))
+
+    try:
+        active = Mode.parse(raw_mode)
+    except ValueError:
+        problems["KIS_MODE"] = f"{raw_mode!r} is not allowed; use VTS or REAL"
+        raise _config_error(problems) from None
+
+    app_key, app_secret = raw_keys[active]
+    for name, value in (
+        (f"KIS_{active.value}_APP_KEY", app_key),
+        (f"KIS_{active.value}_APP_SECRET", app_secret),
+    ):
+        problem = _credential_problem(value)
+        if problem:
+            problems[name] = problem
+
+    base_url = active.official_base_url
+    url_name = f"KIS_{active.value}_BASE_URL"
+    if raw_urls[active]:
+        try:
+            base_url = parse_base_url(raw_urls[active])
+        except ValueError as exc:
+            problems[url_name] = str(exc)
+
+    store = TokenStoreSpec(StoreKind.MEMORY)
+    try:
+        store = parse_store_spec(raw_store)
+    except ValueError as exc:
+        problems["QTS_TOKEN_STORE"] = str(exc)
+
+    if "QTS_REFRESH_MARGIN_S" not in problems and not 0 <= margin_s <= _MAX_MARGIN_S:
+        problems["QTS_REFRESH_MARGIN_S"] = f"must be between 0 and {_MAX_MARGIN_S} seconds, got {margin_s:g}"
+    if "QTS_CALL_DEADLINE_S" not in problems and not 0 < deadline_s <= _MAX_DEADLINE_S:
+        problems["QTS_CALL_DEADLINE_S"] = (
+            f"must be above 0 and at most {_MAX_DEADLINE_S:g} seconds, got {deadline_s:g}"
+        )
+
+    ca_bundle = Path(raw_ca).expanduser() if raw_ca else None
+    if ca_bundle is not None and not ca_bundle.is_file():
+        problems["KIS_CA_BUNDLE"] = f"{raw_ca!r} is not a readable file"
+
+    if problems:
+        raise _config_error(problems)
+    return Settings(
+        mode=active,
+        credentials=AppCredentials(app_key, app_secret),
+        base_url=base_url,
+        token_store=store,
+        refresh_margin=timedelta(seconds=margin_s),
+        call_deadline_s=deadline_s,
+        ca_bundle=ca_bundle,
+    )
+
+
+def parse_base_url(text: str) -> str:
+    """Validate a REST base URL: https anywhere, plain http only to a loopback host."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(
+            "must be an absolute https:// URL such as https://openapivts.koreainvestment.com:29443"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not carry a query, fragment or user info")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError("plain http:// is allowed only for a loopback host (127.0.0.1, ::1, localhost)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def parse_store_spec(text: str) -> TokenStoreSpec:
+    """``memory`` | ``file`` | ``file:PATH`` | ``redis://...`` to a TokenStoreSpec."""
+    value = text.strip()
+    if value.lower() == "memory":
+        return TokenStoreSpec(StoreKind.MEMORY)
+    if value.lower() == "file":
+        return TokenStoreSpec(StoreKind.FILE)
+    if value.lower().startswith("file:") and len(value) > len("file:"):
+        return TokenStoreSpec(StoreKind.FILE, value[len("file:") :])
+    if value.lower().startswith(("redis://", "rediss://", "unix://")):
+        return TokenStoreSpec(StoreKind.REDIS, value)
+    raise ValueError(f"{text!r} is not allowed; use memory, file, file:PATH or redis://HOST:PORT/DB")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _credential_problem(value: str) -> str | None:
+    if not value:
+        return "is required for this mode and is missing or empty"
+    if value != value.strip():
+        return "has leading or trailing whitespace (KIS then answers EGW00103/EGW00105)"
+    if not value.isascii() or not value.isprintable() or " " in value:
+        return "must be printable ASCII without spaces"
+    return None
+
+
+def _config_error(problems: dict[str, str]) -> ConfigError:
+    lines = "; ".join(f"{name}: {problem}" for name, problem in sorted(problems.items()))
+    return ConfigError(f"invalid configuration: {lines}", problems=problems)

@@ -1,0 +1,67 @@
+"""Frozen configuration values. Reading them from the environment is ``runtime.config``'s job."""
+
+from __future__ import annotations
+
+import enum
+from datetime import timedelta
+from pathlib import Path
+
+import attrs
+
+from runtime.broker.base import BrokerScope, Mode
+from runtime.masking import fingerprint
+
+__all__ = ["AppCredentials", "Settings", "StoreKind", "TokenStoreSpec"]
+
+
+@attrs.frozen(repr=False)
+class AppCredentials:
+    """An app key and its secret. Only the broker adapter ever receives this object."""
+
+    app_key: str
+    app_secret: str
+
+    @property
+    def fingerprint(self) -> str:
+        """The key's public name; see :func:`runtime.masking.fingerprint`."""
+        return fingerprint(self.app_key)
+
+    def __repr__(self) -> str:
+        return f"AppCredentials(key_fingerprint={self.fingerprint!r})"
+
+
+class StoreKind(enum.Enum):
+    """Where tokens are kept between calls (and, for FILE and REDIS, between processes)."""
+
+    MEMORY = "memory"
+    FILE = "file"
+    REDIS = "redis"
+
+
+@attrs.frozen
+class TokenStoreSpec:
+    """``QTS_TOKEN_STORE`` parsed: a kind and, for file and redis, where."""
+
+    kind: StoreKind
+    location: str | None = None
+
+    def __str__(self) -> str:
+        return self.kind.value if self.location is None else f"{self.kind.value}:{self.location}"
+
+
+@attrs.frozen
+class Settings:
+    """Everything the composition root needs, validated. Secrets stay out of repr."""
+
+    mode: Mode
+    credentials: AppCredentials
+    base_url: str
+    token_store: TokenStoreSpec = TokenStoreSpec(StoreKind.MEMORY)
+    refresh_margin: timedelta = timedelta(seconds=600)
+    call_deadline_s: float = 20.0
+    ca_bundle: Path | None = None
+
+    @property
+    def scope(self) -> BrokerScope:
+        """The (mode, key fingerprint) this configuration's tokens belong to."""
+        return BrokerScope(self.mode, self.credentials.fingerprint)

@@ -1,0 +1,102 @@
+"""Test doubles: a fake broker that behaves like KIS at the port, without HTTP."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from datetime import timedelta
+
+from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
+from runtime.clock import ClockPort
+from runtime.errors import QTSError, ScopeMismatchError, TokenRejectedError
+from runtime.masking import fingerprint
+
+
+class FakeBroker:
+    """Implements BrokerAuthPort. Issues numbered tokens on ``clock``; KIS's 6-hour reuse is on
+    when ``reuse_window`` is set. ``fail_next_issue`` queues errors; tokens it issued are valid
+    until expiry or ``void``/``revoke``."""
+
+    def __init__(
+        self,
+        clock: ClockPort,
+        *,
+        mode: Mode = Mode.VTS,
+        app_key: str = "PSfake00000000000000000000000000001",
+        lifetime: timedelta = timedelta(hours=24),
+        reuse_window: timedelta | None = None,
+        issue_delay_s: float = 0.0,
+    ) -> None:
+        self._clock = clock
+        self._scope = BrokerScope(mode, fingerprint(app_key))
+        self._lifetime = lifetime
+        self._reuse_window = reuse_window
+        self._issue_delay_s = issue_delay_s
+        self._serial = itertools.count(1)
+        self._valid: dict[str, AccessToken] = {}
+        self._last: AccessToken | None = None
+        self._lock = threading.Lock()
+        self.issue_errors: deque[QTSError] = deque()
+        self.issued: list[AccessToken] = []
+        self.issue_calls = 0
+        self.sent: list[tuple[BrokerRequest, AccessToken]] = []
+        self.revoked: list[AccessToken] = []
+
+    @property
+    def scope(self) -> BrokerScope:
+        return self._scope
+
+    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+        if self._issue_delay_s:
+            threading.Event().wait(self._issue_delay_s)  # real time: lets other threads pile up
+        with self._lock:
+            self.issue_calls += 1
+            if self.issue_errors:
+                raise self.issue_errors.popleft()
+            now = self._clock.now()
+            last = self._last
+            if (
+                self._reuse_window is not None
+                and last is not None
+                and last.value in self._valid
+                and now < last.issued_at + self._reuse_window
+            ):
+                return last
+            token = AccessToken(
+                value=f"fake-token-{next(self._serial):06d}-{'x' * 24}",
+                token_type="Bearer",
+                expires_at=now + self._lifetime,
+                issued_at=now,
+                scope=self._scope,
+            )
+            self._valid[token.value] = token
+            self._last = token
+            self.issued.append(token)
+            return token
+
+    def revoke_token(self, token: AccessToken, *, timeout_s: float | None = None) -> None:
+        self._check(token)
+        with self._lock:
+            self._valid.pop(token.value, None)
+            self.revoked.append(token)
+
+    def send(self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None) -> BrokerResponse:
+        self._check(token)
+        with self._lock:
+            self.sent.append((request, token))
+            known = self._valid.get(token.value)
+            if known is None:
+                raise TokenRejectedError("유효하지 않은 token 입니다.", code="EGW00121")
+            if self._clock.now() >= known.expires_at:
+                raise TokenRejectedError("기간이 만료된 token 입니다.", code="EGW00123")
+        return BrokerResponse(status=200, body={"rt_cd": "0", "output": {"path": request.path}}, tr_id=request.tr_id)
+
+    def void(self) -> None:
+        """Server-side maintenance: every token becomes invalid."""
+        with self._lock:
+            self._valid.clear()
+
+    def _check(self, token: AccessToken) -> None:
+        if token.scope != self._scope:
+            raise ScopeMismatchError(f"token of {token.scope} offered to {self._scope}")
