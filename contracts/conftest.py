@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from runtime.clock import FakeClock
@@ -11,11 +9,10 @@ from runtime.config import ENV_VARIABLES
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's own KIS_* / QTS_* variables."""
     for name in ENV_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    yield
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
 from runtime.clock import ClockPort
-from runtime.errors import QTSError, ScopeMismatchError, TokenRejectedError
+from runtime.errors import OrderRefusedError, QTSError, ScopeMismatchError, TokenRejectedError
 from runtime.masking import fingerprint
 
 
@@ -81,8 +81,12 @@ class FakeBroker:
             self._valid.pop(token.value, None)
             self.revoked.append(token)
 
-    def send(self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None) -> BrokerResponse:
+    def send(
+        self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
+    ) -> BrokerResponse:
         self._check(token)
+        if request.is_order:
+            raise OrderRefusedError(f"{request.path} is an order endpoint; Phase 2 sends no orders")
         with self._lock:
             self.sent.append((request, token))
             known = self._valid.get(token.value)
@@ -90,7 +94,9 @@ class FakeBroker:
                 raise TokenRejectedError("유효하지 않은 token 입니다.", code="EGW00121")
             if self._clock.now() >= known.expires_at:
                 raise TokenRejectedError("기간이 만료된 token 입니다.", code="EGW00123")
-        return BrokerResponse(status=200, body={"rt_cd": "0", "output": {"path": request.path}}, tr_id=request.tr_id)
+        return BrokerResponse(
+            status=200, body={"rt_cd": "0", "output": {"path": request.path}}, tr_id=request.tr_id
+        )
 
     def void(self) -> None:
         """Server-side maintenance: every token becomes invalid."""

@@ -19,7 +19,7 @@ VTS_KEY = "PSvts0000000000000000000000000000001"
 VTS_SECRET = "v" * 180
 REAL_KEY = "PSreal000000000000000000000000000001"
 REAL_SECRET = "r" * 180
-assert len(VTS_KEY) == 36 and len(REAL_KEY) == 36
+assert len(VTS_KEY) == len(REAL_KEY) == 36
 
 
 def credentials(mode: Mode) -> AppCredentials:
@@ -27,7 +27,11 @@ def credentials(mode: Mode) -> AppCredentials:
 
 
 def settings_for(base_url: str, mode: Mode = Mode.VTS, **changes: Any) -> Settings:
-    values: dict[str, Any] = {"mode": mode, "credentials": credentials(mode), "base_url": base_url.rstrip("/")}
+    values: dict[str, Any] = {
+        "mode": mode,
+        "credentials": credentials(mode),
+        "base_url": base_url.rstrip("/"),
+    }
     values.update(changes)
     return Settings(**values)
 
