@@ -1,0 +1,200 @@
+"""HTTP/1.1 shell around ``EmulatorApp``: keep-alive, one write per response, no request logging.
+
+Performance notes (a urllib3 client may send thousands of calls): responses are written in a
+single ``sendall`` with TCP_NODELAY, because a header write followed by a body write trips the
+Nagle/delayed-ACK stall (~40 ms per request); ``server_bind`` skips the reverse-DNS lookup
+``HTTPServer`` does; and the accept backlog is raised for concurrent clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import socketserver
+import struct
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Final
+
+from .admin import handle_admin
+from .app import ADMIN_PREFIX, EmulatorApp
+from .wire import JSON_CONTENT_TYPE, Reply, Request, encode_json
+
+MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+
+
+class _BadBodyError(Exception):
+    """The request body could not be framed; answer ``status`` and close."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _status_line(status: int) -> str:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    return f"HTTP/1.1 {status} {reason}"
+
+
+class EmulatorRequestHandler(BaseHTTPRequestHandler):
+    """One connection; serves requests until the client or the server closes it."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: EmulatorHTTPServer
+
+    def setup(self) -> None:
+        """Register the connection so ``stop`` can close idle keep-alive sockets."""
+        super().setup()
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        """Unregister the connection."""
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Stay silent: per-request logging to stderr costs more than the request."""
+
+    def do_GET(self) -> None:
+        """Serve a GET."""
+        self._serve()
+
+    def do_POST(self) -> None:
+        """Serve a POST."""
+        self._serve()
+
+    def do_PUT(self) -> None:
+        """Serve a PUT (only order paths and 405s expect it)."""
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        """Serve a DELETE."""
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        """Serve a PATCH."""
+        self._serve()
+
+    def _serve(self) -> None:
+        try:
+            body = self._read_body()
+        except _BadBodyError as bad:
+            self.close_connection = True
+            self._send(Reply(status=bad.status, body=encode_json({"error": "bad request body"})))
+            return
+        request = Request.build(self.command, self.path, dict(self.headers.items()), body)
+        app = self.server.app
+        reply = handle_admin(app, request) if request.path.startswith(ADMIN_PREFIX) else app.handle(request)
+        if reply.delay > 0:
+            time.sleep(reply.delay)  # real time, outside the state lock
+        if reply.reset:
+            self._reset(reply)
+        else:
+            self._send(reply)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        raw_length = self.headers.get("Content-Length")
+        if raw_length is None:
+            return b""
+        try:
+            length = int(raw_length)
+        except ValueError:
+            raise _BadBodyError(400) from None
+        if length < 0:
+            raise _BadBodyError(400)
+        if length > MAX_BODY_BYTES:
+            raise _BadBodyError(413)
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                raise _BadBodyError(400) from None
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY_BYTES:
+                raise _BadBodyError(413)
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(1024)  # CRLF after the chunk
+
+    def _send(self, reply: Reply) -> None:
+        lines = [
+            _status_line(reply.status),
+            f"Content-Type: {reply.content_type}",
+            f"Content-Length: {len(reply.body)}",
+        ]
+        lines.extend(f"{name}: {value}" for name, value in reply.headers)
+        if self.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        self.wfile.write(head + reply.body)
+
+    def _reset(self, reply: Reply) -> None:
+        """Send a response prefix, then abort the connection so the peer sees ECONNRESET."""
+        head = (
+            f"{_status_line(reply.status)}\r\nContent-Type: {JSON_CONTENT_TYPE}\r\n"
+            f"Content-Length: {len(reply.body) + 4096}\r\n\r\n"
+        ).encode("latin-1")
+        with contextlib.suppress(OSError):
+            self.wfile.write(head + reply.body)
+        # SO_LINGER with a zero timeout turns close() into an RST instead of a FIN.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.rfile.close()
+        self.connection.close()
+
+
+class EmulatorHTTPServer(ThreadingHTTPServer):
+    """Threading HTTP server bound to one ``EmulatorApp``."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], app: EmulatorApp) -> None:
+        self.app = app
+        self._live: set[socket.socket] = set()
+        self._live_lock = threading.Lock()
+        super().__init__(address, EmulatorRequestHandler)
+
+    def server_bind(self) -> None:
+        """Bind without ``HTTPServer``'s reverse-DNS lookup of the host (slow without DNS)."""
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def track(self, connection: socket.socket) -> None:
+        """Remember an open connection."""
+        with self._live_lock:
+            self._live.add(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        """Forget a closed connection."""
+        with self._live_lock:
+            self._live.discard(connection)
+
+    def drop_connections(self) -> None:
+        """Shut down every open connection (idle keep-alive handlers then exit)."""
+        with self._live_lock:
+            live = list(self._live)
+        for connection in live:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
