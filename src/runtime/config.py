@@ -18,7 +18,7 @@ from runtime.broker.base import Mode
 from runtime.errors import ConfigError
 from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
 
-__all__ = ["ENV_VARIABLES", "load_settings", "parse_base_url", "parse_store_spec"]
+__all__ = ["ENV_VARIABLES", "load_settings", "load_store_spec", "parse_base_url", "parse_store_spec"]
 
 #: Every variable the package reads, for docs and for tests that clear the environment.
 ENV_VARIABLES = (
@@ -122,6 +122,20 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
         call_deadline_s=deadline_s,
         ca_bundle=ca_bundle,
     )
+
+
+def load_store_spec(env_file: str | os.PathLike[str] | None = None) -> TokenStoreSpec:
+    """Only ``QTS_TOKEN_STORE`` (for ``qts status``, which needs no keys). Raises ConfigError."""
+    env = environs.Env(eager=False)
+    if env_file is not None:
+        if not Path(env_file).is_file():
+            raise ConfigError(f"env file {str(env_file)!r} does not exist or is not a file")
+        env.read_env(Path(env_file), recurse=False)
+    raw = env.str("QTS_TOKEN_STORE", "memory")
+    try:
+        return parse_store_spec(raw)
+    except ValueError as exc:
+        raise _config_error({"QTS_TOKEN_STORE": str(exc)}) from None
 
 
 def parse_base_url(text: str) -> str:

@@ -36,7 +36,7 @@ class InMemoryTokenStore:
         with self._lock:
             self._tokens.pop(scope, None)
 
-    def scopes(self) -> list[BrokerScope]:
-        """Every scope with a saved token (for ``qts status``)."""
+    def tokens(self) -> list[AccessToken]:
+        """Every saved token, ordered by scope (for ``qts status``)."""
         with self._lock:
-            return sorted(self._tokens)
+            return [self._tokens[scope] for scope in sorted(self._tokens)]

@@ -1,0 +1,133 @@
+"""The ``qts`` command: demo, token, status, quote, revoke, emulator.
+
+Exit codes: 0 ok; 2 configuration or usage; 3 credentials rejected (a key of the other mode
+included); 4 broker unavailable, malformed answer or failed TLS; 5 rate limited; 1 anything
+else. Errors are one or two plain lines on stderr; a traceback only with ``-v``.
+Heavy modules are imported inside each command so ``qts --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from runtime.cli.output import Output
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace, Output], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``qts`` with ``argv`` (default: the process arguments); returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    out = Output(as_json=args.json)
+    if args.verbose:
+        logging.basicConfig(
+            level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        )
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args, out)
+    except KeyboardInterrupt:
+        out.error("qts: interrupted")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (qts ... | head): not an error worth a message.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until exit, silences the final flush
+        return 0
+    except Exception as exc:  # the one place that turns any error into an exit code
+        return _report(exc, out, verbose=args.verbose)
+
+
+def _report(exc: Exception, out: Output, *, verbose: bool) -> int:
+    from runtime.errors import QTSError
+
+    if verbose:
+        traceback.print_exception(exc, file=out.stderr)
+    if isinstance(exc, QTSError):
+        out.error(f"qts: {exc}")
+        hint = _HINTS.get(type(exc).__name__)
+        if hint:
+            out.error(f"     {hint}")
+        return exc.exit_code
+    out.error(f"qts: internal error ({type(exc).__name__}); run again with -v for details and report it")
+    return 1
+
+
+_HINTS = {
+    "ConfigError": "Fix the variables above in .env or the environment (see .env.example).",
+    "CredentialsRejectedError": "Check the app key/secret for this mode in .env (no stray spaces).",
+    "WrongModeError": "KIS_MODE and the key pair disagree: use the VTS pair for VTS, the REAL pair for REAL.",
+    "IssuanceRateLimitedError": "KIS issues one token per minute per app key; try again in a minute.",
+    "CallRateLimitedError": "Too many calls per second; slow down and try again.",
+    "BrokerUnavailableError": "KIS could not be reached; check the network and try again later.",
+    "TLSVerificationError": "Behind a corporate proxy? Set KIS_CA_BUNDLE to its CA certificate file.",
+    "MalformedResponseError": "KIS answered something unexpected; try again, and report it if it persists.",
+    "ForeignTokenError": "The token named another app key; nothing was cached. Report this if it persists.",
+    "TokenRejectedError": "Run `qts revoke` and then `qts token` to start with a new token.",
+    "StaleTokenError": "KIS keeps handing back a rejected token; run `qts revoke`, then retry.",
+}
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # On subcommands the defaults are suppressed so options given before the subcommand survive.
+    default: Any = None if top else argparse.SUPPRESS
+    flag_default: Any = False if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--env-file", metavar="PATH", default=default, help="settings file (default: ./.env if present)"
+    )
+    parser.add_argument(
+        "--mode", choices=["VTS", "REAL", "vts", "real"], default=default, help="override KIS_MODE"
+    )
+    parser.add_argument("--json", action="store_true", default=flag_default, help="machine-readable output")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=flag_default, help="debug logs and tracebacks"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    from runtime.cli import commands
+
+    parser = argparse.ArgumentParser(
+        prog="qts",
+        description="QTS Runtime: a safe connection to the KIS Open API (한국투자증권). Never sends orders.",
+    )
+    _common(parser, top=True)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Handler, text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        _common(p, top=False)
+        p.set_defaults(handler=handler)
+        return p
+
+    command(
+        "demo",
+        commands.demo,
+        "walk the whole Phase 2 flow against the embedded KIS emulator (no account needed)",
+    )
+    token = command(
+        "token", commands.token, "ensure a valid token for the configured mode and show it (masked)"
+    )
+    token.add_argument("--reveal", action="store_true", help="print only the raw token on stdout, for pipes")
+    command("status", commands.status, "show cached tokens per (mode, key fingerprint); no network")
+    quote = command("quote", commands.quote, "read-only current price of a stock through the runtime")
+    quote.add_argument("code", help="6-digit stock code, e.g. 005930")
+    quote.add_argument("--market", default="J", choices=["J", "NX", "UN", "W"], help="FID_COND_MRKT_DIV_CODE")
+    command("revoke", commands.revoke, "revoke the cached token at KIS and drop it from the store")
+    emulator = command(
+        "emulator", commands.emulator, "run the offline KIS emulator in the foreground until Ctrl-C"
+    )
+    emulator.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    emulator.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    return parser

@@ -1,0 +1,192 @@
+"""The ``qts`` subcommands. Each builds what it needs through the composition root."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runtime.cli.output import Output, format_kst, format_left
+
+if TYPE_CHECKING:
+    from runtime.auth.session import KISRuntime
+    from runtime.settings import Settings
+
+__all__ = ["demo", "emulator", "quote", "revoke", "status", "token"]
+
+PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
+PRICE_TR_ID = "FHKST01010100"
+
+
+def _env_file(args: argparse.Namespace) -> Path | None:
+    if getattr(args, "env_file", None):
+        return Path(args.env_file)
+    default = Path(".env")
+    return default if default.is_file() else None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from runtime.config import load_settings
+
+    return load_settings(_env_file(args), mode=getattr(args, "mode", None))
+
+
+def _runtime(args: argparse.Namespace, out: Output, *, machine_stdout: bool = False) -> KISRuntime:
+    from runtime.bootstrap import build_runtime
+    from runtime.broker.base import Mode
+
+    settings = _settings(args)
+    if settings.mode is Mode.REAL:
+        out.real_marker(machine_stdout=machine_stdout)
+    return build_runtime(settings)
+
+
+def token(args: argparse.Namespace, out: Output) -> int:
+    """``qts token [--reveal]``."""
+    reveal = bool(getattr(args, "reveal", False))
+    with _runtime(args, out, machine_stdout=reveal) as kis:
+        access = kis.access_token()
+        if reveal:
+            out.raw(access.value)
+            return 0
+        from runtime.clock import SystemClock
+
+        left = access.time_left(SystemClock().now())
+        source = "issued" if kis.cache.last_source == "issued" else "cache"
+        out.line(f"mode     {kis.scope.mode.value} (key {kis.scope.key_fingerprint})")
+        out.line(f"source   {source}")
+        out.line(f"expires  {format_kst(access.expires_at)} ({format_left(left)} left)")
+        out.line(f"token    {access.masked}")
+        out.data(
+            {
+                "mode": kis.scope.mode.value,
+                "key_fingerprint": kis.scope.key_fingerprint,
+                "source": source,
+                "expires_at": access.expires_at.isoformat(),
+                "seconds_left": int(left.total_seconds()),
+                "token": access.masked,
+            }
+        )
+    return 0
+
+
+def status(args: argparse.Namespace, out: Output) -> int:
+    """``qts status``: what the store holds; never touches the network."""
+    from runtime.bootstrap import build_store
+    from runtime.clock import SystemClock
+    from runtime.config import load_store_spec
+
+    spec = load_store_spec(_env_file(args))
+    store = build_store(spec)
+    now = SystemClock().now()
+    listing = getattr(store, "tokens", None)
+    tokens = listing() if callable(listing) else []
+    rows = [
+        {
+            "mode": t.scope.mode.value,
+            "key_fingerprint": t.scope.key_fingerprint,
+            "expires_at": t.expires_at.isoformat(),
+            "seconds_left": max(int(t.time_left(now).total_seconds()), 0),
+            "token": t.masked,
+        }
+        for t in tokens
+    ]
+    if any(t.scope.mode.value == "REAL" for t in tokens):
+        out.real_marker(machine_stdout=False)
+    out.data({"store": str(spec), "tokens": rows})
+    out.line(f"store    {spec}")
+    if not rows:
+        hint = " (memory: tokens live only inside a running process)" if spec.kind.value == "memory" else ""
+        out.line(f"no cached tokens{hint}")
+    for t in tokens:
+        out.line(
+            f"{t.scope.mode.value:<4} key {t.scope.key_fingerprint}  expires {format_kst(t.expires_at)}"
+            f"  ({format_left(t.time_left(now))} left)  {t.masked}"
+        )
+    return 0
+
+
+def quote(args: argparse.Namespace, out: Output) -> int:
+    """``qts quote CODE``: read-only current price."""
+    code = str(args.code).strip().upper()
+    if not (len(code) == 6 and code.isalnum()) and not (len(code) == 7 and code.startswith("Q")):
+        from runtime.errors import InvalidRequestError
+
+        raise InvalidRequestError(f"{args.code!r} is not a stock code; use 6 characters like 005930")
+    with _runtime(args, out) as kis:
+        answer = kis.call(
+            "GET",
+            PRICE_PATH,
+            tr_id=PRICE_TR_ID,
+            params={"FID_COND_MRKT_DIV_CODE": args.market, "FID_INPUT_ISCD": code},
+        )
+    output = answer.body.get("output")
+    fields = output if isinstance(output, dict) else {}
+    price, change, rate = (
+        fields.get("stck_prpr", "?"),
+        fields.get("prdy_vrss", "?"),
+        fields.get("prdy_ctrt", "?"),
+    )
+    out.line(
+        f"{code}  {_won(price)} KRW  {_signed(change)} ({rate}%)  volume {_won(fields.get('acml_vol', '?'))}"
+    )
+    out.data({"code": code, "output": fields, "msg_cd": answer.msg_cd, "tr_id": answer.tr_id})
+    return 0
+
+
+def revoke(args: argparse.Namespace, out: Output) -> int:
+    """``qts revoke``."""
+    with _runtime(args, out) as kis:
+        revoked = kis.revoke()
+    if revoked is None:
+        out.line("no cached token to revoke")
+    else:
+        out.line(f"revoked  {revoked.masked} ({kis.scope.mode.value}, key {kis.scope.key_fingerprint})")
+    out.data({"revoked": revoked.masked if revoked else None})
+    return 0
+
+
+def emulator(args: argparse.Namespace, out: Output) -> int:
+    """``qts emulator``: serve the offline KIS emulator until Ctrl-C."""
+    import threading
+
+    from runtime.broker.kis.emulator import KISEmulator, demo_account
+
+    mode = str(getattr(args, "mode", None) or os.environ.get("KIS_MODE") or "VTS").upper()
+    server = KISEmulator(mode)
+    base_url = server.start(args.host, args.port)
+    account = demo_account(mode)
+    if mode == "REAL":
+        out.real_marker(machine_stdout=False)
+    out.line(f"KIS emulator ({mode}) listening on {base_url} — Ctrl-C to stop")
+    out.line("Point QTS Runtime at it with these .env lines (demo credentials, not real ones):")
+    out.line(f"KIS_MODE={mode}")
+    out.line(f"KIS_{mode}_BASE_URL={base_url}")
+    out.line(f"KIS_{mode}_APP_KEY={account.app_key}")
+    out.line(f"KIS_{mode}_APP_SECRET={account.app_secret}")
+    out.data({"mode": mode, "base_url": base_url})
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        out.line("stopping")
+    finally:
+        server.stop()
+    return 0
+
+
+def demo(args: argparse.Namespace, out: Output) -> int:
+    """``qts demo``: the narrated Phase 2 flow on the embedded emulator."""
+    from runtime.cli.demo import run_demo
+
+    return run_demo(out, mode=str(getattr(args, "mode", None) or "VTS").upper())
+
+
+def _won(text: object) -> str:
+    return f"{int(text):,}" if isinstance(text, str) and text.isdigit() else str(text)
+
+
+def _signed(text: object) -> str:
+    if isinstance(text, str) and text.lstrip("-").isdigit():
+        return f"{int(text):+,}"
+    return str(text)

@@ -1,0 +1,57 @@
+"""How ``qts`` speaks: plain lines or one JSON object on stdout, warnings and errors on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timedelta
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+__all__ = ["REAL_MARKER", "Output", "format_kst", "format_left"]
+
+REAL_MARKER = "[REAL 실전]"
+_KST = ZoneInfo("Asia/Seoul")
+
+
+def format_kst(moment: datetime) -> str:
+    """``2026-11-25 17:33:53 KST``."""
+    return moment.astimezone(_KST).strftime("%Y-%m-%d %H:%M:%S KST")
+
+
+def format_left(left: timedelta) -> str:
+    """``23h 59m`` / ``4m 10s`` / ``expired``."""
+    seconds = int(left.total_seconds())
+    if seconds <= 0:
+        return "expired"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+class Output:
+    """Writes human text, or JSON when ``--json`` was given; marks REAL mode on every command."""
+
+    def __init__(self, *, as_json: bool, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+        self.as_json = as_json
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+
+    def real_marker(self, *, machine_stdout: bool) -> None:
+        """Announce live trading: on stderr when stdout carries machine output."""
+        stream = self.stderr if machine_stdout or self.as_json else self.stdout
+        print(f"{REAL_MARKER} live trading account / 실전투자 계좌", file=stream, flush=True)
+
+    def line(self, text: str) -> None:
+        if not self.as_json:
+            print(text, file=self.stdout, flush=True)
+
+    def data(self, payload: dict[str, Any]) -> None:
+        if self.as_json:
+            print(json.dumps(payload, ensure_ascii=False, sort_keys=True), file=self.stdout, flush=True)
+
+    def raw(self, text: str) -> None:
+        print(text, file=self.stdout, flush=True)
+
+    def error(self, text: str) -> None:
+        print(text, file=self.stderr, flush=True)
