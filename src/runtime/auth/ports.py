@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from contextlib import AbstractContextManager
+from typing import Protocol, runtime_checkable
 
 from runtime.broker.base import AccessToken, BrokerScope
 from runtime.clock import ClockPort
 
-__all__ = ["ClockPort", "TokenStorePort"]
+__all__ = ["ClockPort", "IssuanceLockPort", "TokenStorePort"]
 
 
 class TokenStorePort(Protocol):
@@ -31,4 +32,15 @@ class TokenStorePort(Protocol):
 
     def delete(self, scope: BrokerScope) -> None:
         """Forget the token for ``scope``; deleting nothing is fine. Raises TokenStoreError."""
+        ...
+
+
+@runtime_checkable
+class IssuanceLockPort(Protocol):
+    """A store shared between processes also offers one exclusive lock per scope, so that the
+    whole re-read -> re-check -> issue -> write sequence runs in one process at a time."""
+
+    def issuance_lock(self, scope: BrokerScope, timeout_s: float) -> AbstractContextManager[None]:
+        """Hold the scope's lock for the ``with`` block. Raises TokenStoreError when it cannot
+        be had within ``timeout_s`` (another process is stuck issuing)."""
         ...

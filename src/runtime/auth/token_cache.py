@@ -8,14 +8,16 @@ stale or missing token takes the lock, so N threads arriving together cause one 
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import logging
 import threading
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from runtime.auth.freshness import TokenState, refresh_at, token_state
-from runtime.auth.ports import ClockPort, TokenStorePort
+from runtime.auth.ports import ClockPort, IssuanceLockPort, TokenStorePort
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerScope
 from runtime.errors import (
     BrokerUnavailableError,
@@ -119,7 +121,12 @@ class TokenCache:
                 f"timed out after {timeout:g} s waiting for a token issuance in progress"
             )
         try:
-            return self._get_locked(timeout_s)
+            entry = self._entry
+            if entry is not None and self._clock.now() < entry.refresh_at:
+                self.last_source = TokenSource.MEMORY
+                return entry.token  # another thread refreshed while we waited
+            with self._store_lock(timeout):
+                return self._get_locked(timeout_s)
         finally:
             self._lock.release()
 
@@ -143,6 +150,11 @@ class TokenCache:
             self._no_refresh_before.clear()
             self._store.delete(self._scope)
         return held
+
+    def _store_lock(self, timeout_s: float) -> AbstractContextManager[None]:
+        if isinstance(self._store, IssuanceLockPort):
+            return self._store.issuance_lock(self._scope, timeout_s)
+        return contextlib.nullcontext()
 
     def _get_locked(self, timeout_s: float | None) -> AccessToken:
         now = self._clock.now()
