@@ -20,16 +20,17 @@ from .config import Holding
 _CODE = re.compile(r"(?:Q\d{6}|\d{6})")
 MARKET_CODES: Final = frozenset({"J", "NX", "UN", "W"})
 
-# A few real names so demo output reads naturally; other codes get a generated name.
-_NAMES: Final[dict[str, str]] = {
-    "005930": "삼성전자",
-    "000660": "SK하이닉스",
-    "035420": "NAVER",
-    "005380": "현대차",
-    "035720": "카카오",
-    "051910": "LG화학",
-    "068270": "셀트리온",
-    "207940": "삼성바이오로직스",
+# A few real stocks with plausible price levels, so demo output reads naturally; any other valid
+# code gets a generated name and a hash-derived price level.
+_KNOWN: Final[dict[str, tuple[str, int]]] = {
+    "005930": ("삼성전자", 71_000),
+    "000660": ("SK하이닉스", 128_500),
+    "035420": ("NAVER", 201_000),
+    "005380": ("현대차", 186_500),
+    "035720": ("카카오", 47_300),
+    "051910": ("LG화학", 370_000),
+    "068270": ("셀트리온", 178_000),
+    "207940": ("삼성바이오로직스", 780_000),
 }
 
 
@@ -40,7 +41,8 @@ def is_valid_code(code: str) -> bool:
 
 def stock_name(code: str) -> str:
     """Korean name of ``code`` (generated for codes outside the small table)."""
-    return _NAMES.get(code, f"에뮬종목{code}")
+    known = _KNOWN.get(code)
+    return known[0] if known else f"에뮬종목{code}"
 
 
 def tick_size(price: float) -> int:
@@ -174,7 +176,9 @@ class Quote:
 def quote_for(code: str) -> Quote:
     """The deterministic quote of a valid ``code`` (see ``is_valid_code``)."""
     draws = _Draws(code)
-    base = round_tick(1_000 * 900 ** draws.next())  # log-uniform, 1,000 .. 900,000 KRW
+    level = 1_000 * 900 ** draws.next()  # log-uniform, 1,000 .. 900,000 KRW
+    known = _KNOWN.get(code)
+    base = round_tick(known[1] if known else level)
     upper = floor_tick(base * 1.3)
     lower = ceil_tick(base * 0.7)
 
@@ -187,7 +191,7 @@ def quote_for(code: str) -> Quote:
     low = clamp(floor_tick(min(current, opening) - tick_size(base) * int(draws.next() * 20)))
     eps = max(1, int(base * (0.02 + 0.15 * draws.next())))
     bps = max(1, int(base * (0.4 + 1.2 * draws.next())))
-    market = "KOSPI200" if code in _NAMES else ("KOSPI" if draws.next() < 0.5 else "KOSDAQ")
+    market = "KOSPI200" if known else ("KOSPI" if draws.next() < 0.5 else "KOSDAQ")
     return Quote(
         code=code,
         base=base,

@@ -1,0 +1,52 @@
+"""Fixtures: an emulator on a free loopback port per test, and urllib3 clients that talk to it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import urllib3
+
+from runtime.broker.kis.emulator import (
+    DEMO_REAL_ACCOUNT,
+    DEMO_VTS_ACCOUNT,
+    EmulatorConfig,
+    KISEmulator,
+)
+from tests.emulator.helpers import Client
+
+
+@pytest.fixture
+def http() -> Iterator[urllib3.PoolManager]:
+    """A pool with retries off, so every fault surfaces as-is."""
+    pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2.0, read=5.0))
+    yield pool
+    pool.clear()
+
+
+@pytest.fixture
+def emulator() -> Iterator[KISEmulator]:
+    """A VTS host without the per-second limit (tests that need it turn it back on)."""
+    emu = KISEmulator("VTS", config=EmulatorConfig(max_rps=None))
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def real_emulator() -> Iterator[KISEmulator]:
+    """A REAL host with default settings."""
+    with KISEmulator("REAL") as emu:
+        yield emu
+
+
+@pytest.fixture
+def vts(emulator: KISEmulator, http: urllib3.PoolManager) -> Client:
+    """The VTS demo account talking to the VTS host."""
+    return Client(http, emulator.base_url, DEMO_VTS_ACCOUNT)
+
+
+@pytest.fixture
+def real(real_emulator: KISEmulator, http: urllib3.PoolManager) -> Client:
+    """The REAL demo account talking to the REAL host."""
+    return Client(http, real_emulator.base_url, DEMO_REAL_ACCOUNT)
