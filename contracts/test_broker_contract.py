@@ -7,7 +7,7 @@ with a typed error, refuses orders before the network and never mixes scopes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -44,7 +44,7 @@ class BrokerCase:
     orders_seen: Callable[[], int]
 
 
-def _kis_case() -> Iterator[BrokerCase]:
+def _kis_case() -> Generator[BrokerCase, None, None]:
     account = demo_account("VTS")
     # Unlimited calls per second: the contract is about tokens, not pacing.
     with KISEmulator("VTS", config=EmulatorConfig(max_rps=None)) as emulator:
