@@ -18,9 +18,18 @@ from runtime.broker.kis.emulator import (
 from tests.emulator.helpers import BALANCE_PATH, BALANCE_TR, PRICE_PATH, PRICE_TR, Client, kis_error
 
 PRICE_FIELDS = (
-    "stck_prpr prdy_vrss prdy_vrss_sign prdy_ctrt acml_vol acml_tr_pbmn stck_oprc stck_hgpr stck_lwpr "
-    "stck_mxpr stck_llam stck_sdpr stck_shrn_iscd rprs_mrkt_kor_name iscd_stat_cls_code per pbr eps bps hts_avls"
-).split()
+    *("stck_prpr", "prdy_vrss", "prdy_vrss_sign", "prdy_ctrt", "acml_vol", "acml_tr_pbmn", "stck_oprc"),
+    *(
+        "stck_hgpr",
+        "stck_lwpr",
+        "stck_mxpr",
+        "stck_llam",
+        "stck_sdpr",
+        "stck_shrn_iscd",
+        "rprs_mrkt_kor_name",
+    ),
+    *("iscd_stat_cls_code", "per", "pbr", "eps", "bps", "hts_avls"),
+)
 ACCOUNT = {"CANO": DEMO_CANO, "ACNT_PRDT_CD": DEMO_ACNT_PRDT_CD, "AFHR_FLPR_YN": "N", "INQR_DVSN": "02"}
 
 
@@ -37,7 +46,9 @@ def test_inquire_price_fields_and_headers(vts: Client) -> None:
     assert set(PRICE_FIELDS) <= set(output)
     assert all(isinstance(value, str) for value in output.values())
     assert output["stck_shrn_iscd"] == "005930"
-    price = {name: int(output[name]) for name in ("stck_prpr", "stck_oprc", "stck_hgpr", "stck_lwpr", "stck_sdpr")}
+    price = {
+        name: int(output[name]) for name in ("stck_prpr", "stck_oprc", "stck_hgpr", "stck_lwpr", "stck_sdpr")
+    }
     assert price["stck_lwpr"] <= min(price["stck_oprc"], price["stck_prpr"])
     assert max(price["stck_oprc"], price["stck_prpr"]) <= price["stck_hgpr"]
     assert int(output["prdy_vrss"]) == price["stck_prpr"] - price["stck_sdpr"]
@@ -73,7 +84,16 @@ def test_balance_single_page(vts: Client) -> None:
     assert (body["rt_cd"], body["msg_cd"], body["msg1"]) == ("0", "KIOK0510", "조회가 완료되었습니다")
     assert len(body["output1"]) == 5
     row = body["output1"][0]
-    for name in ("pdno", "prdt_name", "hldg_qty", "ord_psbl_qty", "pchs_avg_pric", "pchs_amt", "prpr", "evlu_amt"):
+    for name in (
+        "pdno",
+        "prdt_name",
+        "hldg_qty",
+        "ord_psbl_qty",
+        "pchs_avg_pric",
+        "pchs_amt",
+        "prpr",
+        "evlu_amt",
+    ):
         assert isinstance(row[name], str)
     assert int(row["evlu_amt"]) == int(row["hldg_qty"]) * int(row["prpr"])
     (summary,) = body["output2"]
@@ -115,12 +135,20 @@ def test_balance_continuation_without_key_is_refused(emulator: KISEmulator, vts:
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [({"ACNT_PRDT_CD": "01"}, "CANO"), ({"CANO": "1234", "ACNT_PRDT_CD": "01"}, "CANO"), ({"CANO": "50012345"}, "ACNT_PRDT_CD")],
+    [
+        ({"ACNT_PRDT_CD": "01"}, "CANO"),
+        ({"CANO": "1234", "ACNT_PRDT_CD": "01"}, "CANO"),
+        ({"CANO": "50012345"}, "ACNT_PRDT_CD"),
+    ],
 )
 def test_balance_requires_account_fields(vts: Client, query: dict[str, str], field: str) -> None:
     response = vts.call(BALANCE_PATH, vts.token(), "VTTC8434R", query)
     assert response.status == 200
-    assert response.json() == {"rt_cd": "1", "msg1": f"ERROR : INPUT_FIELD_NAME {field}", "msg_cd": "OPSQ2001"}
+    assert response.json() == {
+        "rt_cd": "1",
+        "msg1": f"ERROR : INPUT_FIELD_NAME {field}",
+        "msg_cd": "OPSQ2001",
+    }
 
 
 def test_vts_refuses_real_tr_id(vts: Client) -> None:
@@ -169,7 +197,10 @@ def test_header_names_are_case_insensitive(vts: Client) -> None:
         "TR_ID": PRICE_TR,
     }
     response = vts.http.request(
-        "GET", vts.base_url + PRICE_PATH, fields={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "000660"}, headers=headers
+        "GET",
+        vts.base_url + PRICE_PATH,
+        fields={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "000660"},
+        headers=headers,
     )
     assert response.status == 200, response.data
 
@@ -211,7 +242,9 @@ def test_real_default_limit_is_20(real_emulator: KISEmulator, real: Client) -> N
         ("DELETE", "/uapi/overseas-stock/v1/trading/order", "VTTT1002U"),
     ],
 )
-def test_orders_are_recorded_and_refused(emulator: KISEmulator, vts: Client, method: str, path: str, tr_id: str) -> None:
+def test_orders_are_recorded_and_refused(
+    emulator: KISEmulator, vts: Client, method: str, path: str, tr_id: str
+) -> None:
     response = vts.call(path, None, tr_id, None, method=method)  # no token: refused before any check
     assert response.status == 500
     assert response.json() == {
@@ -229,7 +262,9 @@ def test_orders_are_recorded_and_refused(emulator: KISEmulator, vts: Client, met
 def test_orders_are_counted_even_when_rate_limited_or_keyless(emulator: KISEmulator, vts: Client) -> None:
     emulator.set_config(max_rps=1)
     for _ in range(3):
-        response = vts.http.request("POST", vts.base_url + "/uapi/domestic-stock/v1/trading/order-cash", json={})
+        response = vts.http.request(
+            "POST", vts.base_url + "/uapi/domestic-stock/v1/trading/order-cash", json={}
+        )
         assert kis_error(response) == "EMU00001"
     assert emulator.counters()["orders_attempted"] == 3
 
@@ -245,10 +280,17 @@ def test_unknown_path_is_404_and_wrong_method_405(vts: Client) -> None:
 
 
 def test_keep_alive_serves_many_calls_on_one_connection(vts: Client) -> None:
-    pool = urllib3.HTTPConnectionPool("127.0.0.1", int(vts.base_url.rsplit(":", 1)[1]), maxsize=1, retries=False)
+    pool = urllib3.HTTPConnectionPool(
+        "127.0.0.1", int(vts.base_url.rsplit(":", 1)[1]), maxsize=1, retries=False
+    )
     headers = vts.headers(vts.token(), PRICE_TR)
     for _ in range(50):
-        response = pool.request("GET", PRICE_PATH, fields={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}, headers=headers)
+        response = pool.request(
+            "GET",
+            PRICE_PATH,
+            fields={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"},
+            headers=headers,
+        )
         assert response.status == 200
     assert pool.num_connections == 1
     pool.close()

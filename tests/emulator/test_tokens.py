@@ -183,7 +183,10 @@ def test_revoke_unknown_or_twice_is_egw00121(vts: Client) -> None:
     for bad in (token, "not-a-token"):
         response = vts.revoke(bad)
         assert response.status == 403
-        assert response.json() == {"error_description": "유효하지 않은 token 입니다.", "error_code": "EGW00121"}
+        assert response.json() == {
+            "error_description": "유효하지 않은 token 입니다.",
+            "error_code": "EGW00121",
+        }
 
 
 def test_revoke_with_bad_credentials_uses_token_endpoint_errors(vts: Client) -> None:
@@ -246,7 +249,11 @@ def test_token_of_another_app_key_is_invalid(http: urllib3.PoolManager) -> None:
 
 
 def test_approval_key(vts: Client) -> None:
-    body = {"grant_type": "client_credentials", "appkey": vts.account.app_key, "secretkey": vts.account.app_secret}
+    body = {
+        "grant_type": "client_credentials",
+        "appkey": vts.account.app_key,
+        "secretkey": vts.account.app_secret,
+    }
     response = vts.post("/oauth2/Approval", body)
     assert response.status == 200
     uuid.UUID(response.json()["approval_key"])

@@ -61,7 +61,7 @@ class KISEmulator:
         server = EmulatorHTTPServer((host, port), self._app)
         thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.5},
             name=f"kis-emulator-{self.mode}",
             daemon=True,
         )
@@ -77,7 +77,7 @@ class KISEmulator:
         self._server = self._thread = self._base_url = None
         if server is None:
             return
-        server.shutdown()
+        server.shutdown_now()
         server.drop_connections()
         server.server_close()
         if thread is not None:
