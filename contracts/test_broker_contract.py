@@ -14,7 +14,6 @@ from datetime import timedelta
 import attrs
 import pytest
 import urllib3
-from tests.support.fakes import FakeBroker
 
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerRequest, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
@@ -23,6 +22,7 @@ from runtime.clock import ClockPort, FakeClock, SystemClock
 from runtime.errors import OrderRefusedError, ScopeMismatchError, TokenRejectedError
 from runtime.masking import fingerprint
 from runtime.settings import AppCredentials
+from tests.support.fakes import FakeBroker
 
 PRICE = BrokerRequest(
     "GET",

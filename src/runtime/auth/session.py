@@ -7,11 +7,13 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
+from runtime.auth.pacing import DEFAULT_MAX_RPS, Pacer
 from runtime.auth.ports import ClockPort
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerRequest, BrokerResponse, BrokerScope
 from runtime.errors import (
     BrokerUnavailableError,
+    CallRateLimitedError,
     InvalidRequestError,
     OrderRefusedError,
     StaleTokenError,
@@ -21,6 +23,10 @@ from runtime.errors import (
 __all__ = ["KISRuntime"]
 
 _log = logging.getLogger(__name__)
+
+# EGW00201 despite pacing (another process shares the key): a GET waits and tries again
+# this many times, each wait longer, all within the call's deadline.
+_RATE_LIMIT_RETRIES = 2
 
 
 class KISRuntime:
@@ -37,6 +43,7 @@ class KISRuntime:
         clock: ClockPort,
         *,
         call_deadline_s: float = 20.0,
+        pacer: Pacer | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self._broker = broker
@@ -44,6 +51,7 @@ class KISRuntime:
         self._clock = clock
         self._deadline_s = call_deadline_s
         self._on_close = on_close
+        self._pacer = pacer or Pacer(clock, DEFAULT_MAX_RPS[cache.scope.mode])
 
     @property
     def scope(self) -> BrokerScope:
@@ -84,7 +92,7 @@ class KISRuntime:
         deadline = self._clock.monotonic() + self._deadline_s
         token = self._cache.get(timeout_s=self._remaining(deadline))
         try:
-            return self._broker.send(request, token, timeout_s=self._remaining(deadline))
+            return self._send(request, token, deadline)
         except TokenRejectedError as rejected:
             self._cache.invalidate(token)
             if request.method != "GET":
@@ -95,7 +103,7 @@ class KISRuntime:
                 raise StaleTokenError(
                     "KIS rejected the token and the reissue returned the same one", code=rejected.code
                 ) from rejected
-            return self._broker.send(request, fresh, timeout_s=self._remaining(deadline))
+            return self._send(request, fresh, deadline)
 
     def revoke(self) -> AccessToken | None:
         """Revoke the held token at KIS and drop it from the store; returns what was revoked."""
@@ -119,6 +127,23 @@ class KISRuntime:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def _send(self, request: BrokerRequest, token: AccessToken, deadline: float) -> BrokerResponse:
+        for attempt in range(_RATE_LIMIT_RETRIES + 1):
+            self._pacer.acquire(self._remaining(deadline))
+            try:
+                return self._broker.send(request, token, timeout_s=self._remaining(deadline))
+            except CallRateLimitedError as limited:
+                pause = limited.retry_after.total_seconds() * (attempt + 1)
+                if (
+                    request.method != "GET"
+                    or attempt == _RATE_LIMIT_RETRIES
+                    or pause >= self._remaining(deadline)
+                ):
+                    raise
+                _log.info("EGW00201 on %s; waiting %.1f s before trying again", request.path, pause)
+                self._clock.sleep(pause)
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
     def _remaining(self, deadline: float) -> float:
         left = deadline - self._clock.monotonic()

@@ -12,13 +12,13 @@ from datetime import timedelta
 
 import pytest
 from pytest_httpserver import HTTPServer
-from tests.support.kis import credentials, recorded, settings_for, token_reply
 from werkzeug import Request, Response
 
 from runtime.bootstrap import build_runtime
 from runtime.broker.base import Mode
 from runtime.clock import FakeClock
 from runtime.errors import OrderRefusedError, TokenRejectedError
+from tests.support.kis import credentials, recorded, settings_for, token_reply
 
 PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
 PRICE_PARAMS = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
