@@ -27,7 +27,7 @@ from .admin import handle_admin
 from .app import ADMIN_PREFIX, EmulatorApp
 from .clock import AdvanceableClock, ClockNotAdvanceableError, EmulatorClock, ShiftableClock
 from .config import MODE_DEFAULT, EmulatorConfig, Holding, default_holdings, synthetic_holdings
-from .emulator import EmulatorNotRunningError, KISEmulator
+from .emulator import EmulatorNotRunningError, KISEmulator, run_forever
 from .faults import FAULT_KINDS, FaultKind
 from .wire import Reply, Request
 
@@ -61,5 +61,6 @@ __all__ = [
     "default_holdings",
     "demo_account",
     "handle_admin",
+    "run_forever",
     "synthetic_holdings",
 ]

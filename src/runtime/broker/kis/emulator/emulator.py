@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -173,3 +173,21 @@ class KISEmulator:
     def set_config(self, **changes: Any) -> EmulatorConfig:
         """Change config fields (e.g. ``token_error_status=200``, ``max_rps=None``)."""
         return self._app.set_config(**changes)
+
+
+def run_forever(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    mode: str = "VTS",
+    on_start: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve one emulator until ``stop`` is set (or KeyboardInterrupt); ``on_start`` gets the base URL."""
+    emulator = KISEmulator(mode)
+    url = emulator.start(host, port)
+    try:
+        if on_start is not None:
+            on_start(url)
+        (stop if stop is not None else threading.Event()).wait()
+    finally:
+        emulator.stop()

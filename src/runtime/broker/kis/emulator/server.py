@@ -93,7 +93,14 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             return
         request = Request.build(self.command, self.path, dict(self.headers.items()), body)
         app = self.server.app
-        reply = handle_admin(app, request) if request.path.startswith(ADMIN_PREFIX) else app.handle(request)
+        is_admin = request.path.startswith(ADMIN_PREFIX)
+        try:
+            reply = handle_admin(app, request) if is_admin else app.handle(request)
+        except Exception as exc:
+            # An emulator bug or a broken injected clock: answer (rather than drop the connection)
+            # with a body no client can mistake for KIS.
+            self.close_connection = True
+            reply = Reply(status=500, body=encode_json({"emulator_error": f"{type(exc).__name__}: {exc}"}))
         if reply.delay > 0:
             time.sleep(reply.delay)  # real time, outside the state lock
         if reply.reset:
