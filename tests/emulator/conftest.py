@@ -13,7 +13,7 @@ from runtime.broker.kis.emulator import (
     EmulatorConfig,
     KISEmulator,
 )
-from tests.emulator.helpers import Client
+from tests.emulator.helpers import Client, ManualClock
 
 
 @pytest.fixture
@@ -38,6 +38,20 @@ def real_emulator() -> Iterator[KISEmulator]:
     """A REAL host with default settings."""
     with KISEmulator("REAL") as emu:
         yield emu
+
+
+@pytest.fixture
+def manual_vts(http: urllib3.PoolManager) -> Iterator[tuple[KISEmulator, Client]]:
+    """A default VTS host on a hand-driven clock, for rules where real time must not leak in."""
+    with KISEmulator("VTS", clock=ManualClock()) as emu:
+        yield emu, Client(http, emu.base_url, DEMO_VTS_ACCOUNT)
+
+
+@pytest.fixture
+def manual_real(http: urllib3.PoolManager) -> Iterator[tuple[KISEmulator, Client]]:
+    """A default REAL host on a hand-driven clock."""
+    with KISEmulator("REAL", clock=ManualClock()) as emu:
+        yield emu, Client(http, emu.base_url, DEMO_REAL_ACCOUNT)
 
 
 @pytest.fixture

@@ -205,9 +205,9 @@ def test_header_names_are_case_insensitive(vts: Client) -> None:
     assert response.status == 200, response.data
 
 
-def test_per_second_limit_vts(emulator: KISEmulator, vts: Client) -> None:
+def test_per_second_limit_vts(manual_vts: tuple[KISEmulator, Client]) -> None:
     """VTS admits 2 calls in any one-second window; the third is EGW00201 without Retry-After."""
-    emulator.set_config(max_rps="mode")
+    emulator, vts = manual_vts
     token = vts.token()
     assert [vts.price(token).status for _ in range(2)] == [200, 200]
     refused = vts.price(token)
@@ -219,13 +219,15 @@ def test_per_second_limit_vts(emulator: KISEmulator, vts: Client) -> None:
     assert emulator.counters()["errors_by_code"] == {"EGW00201": 1}
 
 
-def test_per_second_limit_is_checked_before_the_token(emulator: KISEmulator, vts: Client) -> None:
+def test_per_second_limit_is_checked_before_the_token(manual_vts: tuple[KISEmulator, Client]) -> None:
+    emulator, vts = manual_vts
     emulator.set_config(max_rps=1)
     assert kis_error(vts.price("bad")) == "EGW00121"
     assert kis_error(vts.price("bad")) == "EGW00201"
 
 
-def test_real_default_limit_is_20(real_emulator: KISEmulator, real: Client) -> None:
+def test_real_default_limit_is_20(manual_real: tuple[KISEmulator, Client]) -> None:
+    _, real = manual_real
     token = real.token()
     statuses = [real.price(token).status for _ in range(21)]
     assert statuses[:20] == [200] * 20

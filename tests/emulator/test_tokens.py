@@ -22,7 +22,7 @@ from runtime.broker.kis.emulator import (
     KISEmulator,
 )
 from runtime.broker.kis.emulator.wire import KST
-from tests.emulator.helpers import Client, kis_error
+from tests.emulator.helpers import Client, ManualClock, kis_error
 
 
 def _claims(token: str) -> dict[str, Any]:
@@ -230,7 +230,7 @@ def test_old_token_stays_valid_unless_configured(emulator: KISEmulator, vts: Cli
 
 def test_shrunk_times_by_config(http: urllib3.PoolManager) -> None:
     config = replace(EmulatorConfig(), token_lifetime=10, token_reuse_window=2, token_request_interval=1)
-    with KISEmulator("VTS", config=config) as emu:
+    with KISEmulator("VTS", config=config, clock=ManualClock()) as emu:
         client = Client(http, emu.base_url, DEMO_VTS_ACCOUNT)
         body = client.token_request().json()
         assert body["expires_in"] == 10
