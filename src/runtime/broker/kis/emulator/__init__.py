@@ -5,6 +5,22 @@ One ``KISEmulator`` is one KIS host in one mode (VTS or REAL). It reproduces the
 per-second call limit, two read-only endpoints, refuses every order, and offers an admin API
 (Python and ``/__emulator__/`` over HTTP) to move time, inject faults and read counters.
 Importing this package starts nothing and reads neither the clock nor the environment.
+
+Quick reference::
+
+    with KISEmulator("VTS") as emu:          # demo accounts: DEMO_VTS_ACCOUNT, DEMO_REAL_ACCOUNT
+        emu.base_url                          # http://127.0.0.1:PORT
+        emu.advance(61)                       # POST /__emulator__/advance {"seconds": 61}
+        emu.now()                             # GET  /__emulator__/now
+        emu.counters()                        # GET  /__emulator__/counters
+        emu.orders()                          # GET  /__emulator__/orders
+        emu.inject_fault("html_502", count=2, path="/uapi/")   # POST /__emulator__/faults
+        emu.void_tokens()                     # POST /__emulator__/void-tokens
+        emu.reset()                           # POST /__emulator__/reset
+        emu.set_config(token_error_status=200, max_rps=None)   # POST /__emulator__/config
+
+Fault kinds: html_502, malformed_json, missing_fields, slow (``seconds``), reset,
+error_code (``msg_cd``, optional ``msg1`` and ``status``), empty_body, non_utf8, huge_body.
 """
 
 from __future__ import annotations
