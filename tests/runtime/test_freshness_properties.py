@@ -1,0 +1,230 @@
+"""Properties of the refresh rule and of TokenCache over arbitrary lifetimes, margins and time.
+
+The pure rule (``token_state``) is checked over arbitrary instants; the cache is driven by a
+hypothesis state machine on a FakeClock: advance time, get, call, invalidate, void on the broker.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from runtime.auth.freshness import TokenState, refresh_at, token_state
+from runtime.auth.session import KISRuntime
+from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.token_cache import TokenCache
+from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.clock import FakeClock
+from tests.support.fakes import FakeBroker
+
+HOUR = 3600
+PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
+SCOPE = BrokerScope(Mode.VTS, "0123456789ab")
+EPOCH = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def _token(expires_at: datetime) -> AccessToken:
+    return AccessToken(
+        value="t" * 32, token_type="Bearer", expires_at=expires_at, issued_at=EPOCH, scope=SCOPE
+    )
+
+
+@given(
+    expires_in=st.integers(min_value=-48 * HOUR, max_value=48 * HOUR),
+    margin=st.integers(min_value=0, max_value=12 * HOUR),
+    offset_us=st.integers(min_value=-1, max_value=1),
+)
+def test_token_state_classification_matches_its_definition(
+    expires_in: int, margin: int, offset_us: int
+) -> None:
+    now = EPOCH + timedelta(microseconds=offset_us)
+    token = _token(EPOCH + timedelta(seconds=expires_in))
+    margin_td = timedelta(seconds=margin)
+
+    state = token_state(token, now, margin_td)
+
+    assert (state is TokenState.EXPIRED) == (now >= token.expires_at)
+    assert (state is TokenState.FRESH) == (now < token.expires_at - margin_td)
+    assert (state is TokenState.STALE) == (token.expires_at - margin_td <= now < token.expires_at)
+    assert refresh_at(token, margin_td) == token.expires_at - margin_td
+
+
+@given(expires_in=st.integers(min_value=1, max_value=48 * HOUR))
+def test_zero_margin_makes_every_unexpired_token_fresh(expires_in: int) -> None:
+    token = _token(EPOCH + timedelta(seconds=expires_in))
+
+    assert token_state(token, EPOCH, timedelta(0)) is TokenState.FRESH
+    assert token_state(token, token.expires_at, timedelta(0)) is TokenState.EXPIRED
+
+
+# (lifetime s, margin s, reuse window in permille of the lifetime or None). KIS's own figures
+# (24 h life, 6 h reuse, 10 min margin) never reach the reuse window; a 7 h life with a 2 h
+# margin and a 6 h window (857 permille) does, so both are drawn often on purpose.
+KIS_SHAPES = st.sampled_from([(24 * HOUR, 600, 250), (7 * HOUR, 2 * HOUR, 857), (7 * HOUR, 2 * HOUR, None)])
+ANY_SHAPE = st.tuples(
+    st.integers(min_value=60, max_value=48 * HOUR),
+    st.integers(min_value=0, max_value=12 * HOUR),
+    st.none() | st.integers(min_value=0, max_value=999),
+)
+
+
+class ReuseRecordingBroker(FakeBroker):
+    """A FakeBroker that records every token a reissue handed back unchanged (KIS's 6 h reuse)."""
+
+    def __init__(self, clock: FakeClock, *, lifetime: timedelta, reuse_window: timedelta | None) -> None:
+        super().__init__(clock, lifetime=lifetime, reuse_window=reuse_window)
+        self.handed_back: list[str] = []
+
+    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+        known = {token.value for token in self.issued}
+        token = super().issue_token(timeout_s=timeout_s)
+        if token.value in known:
+            self.handed_back.append(token.value)
+        return token
+
+
+class TokenCacheMachine(RuleBasedStateMachine):
+    """TokenCache + KISRuntime over a FakeBroker while time moves arbitrarily."""
+
+    clock: FakeClock
+    broker: ReuseRecordingBroker
+    cache: TokenCache
+    runtime: KISRuntime
+    lifetime: timedelta
+    margin: timedelta
+    window: timedelta
+    started: datetime
+    disruptions: int
+    total_disruptions: int
+    checked_issued: int
+    last_issue_at: datetime | None
+
+    @initialize(shape=KIS_SHAPES | ANY_SHAPE)
+    def build(self, shape: tuple[int, int, int | None]) -> None:
+        lifetime_s, margin_s, reuse_permille = shape
+        self.clock = FakeClock()
+        self.lifetime = timedelta(seconds=lifetime_s)
+        self.margin = timedelta(seconds=margin_s)
+        # KIS reuses a token for 6 h of its 24 h: the reuse window is always shorter than the lifetime.
+        reuse = None if reuse_permille is None else timedelta(seconds=lifetime_s * reuse_permille // 1000)
+        self.broker = ReuseRecordingBroker(self.clock, lifetime=self.lifetime, reuse_window=reuse)
+        self.cache = TokenCache(self.broker, InMemoryTokenStore(), self.clock, margin=self.margin)
+        self.runtime = KISRuntime(self.broker, self.cache, self.clock)
+        # A token is replaced once per window: lifetime - margin, or its whole life when shorter.
+        self.window = self.lifetime - self.margin if self.lifetime > self.margin else self.lifetime
+        self.started = self.clock.now()
+        self.disruptions = 0
+        self.total_disruptions = 0
+        self.checked_issued = 0
+        self.last_issue_at = None
+
+    @rule(
+        seconds=st.integers(min_value=0, max_value=120)
+        | st.integers(min_value=0, max_value=3 * HOUR)
+        | st.integers(min_value=0, max_value=30 * HOUR)
+    )
+    def advance(self, seconds: int) -> None:
+        self.clock.advance(seconds)
+
+    @precondition(lambda self: self.cache.peek() is not None)
+    @rule(permille=st.integers(min_value=0, max_value=1000))
+    def advance_into_the_margin(self, permille: int) -> None:
+        """Jump to a point between the held token's refresh instant (0) and its expiry (1000)."""
+        held = self.cache.peek()
+        assert held is not None
+        target = refresh_at(held, self.margin) + self.margin * permille / 1000
+        if target > self.clock.now():
+            self.clock.advance((target - self.clock.now()).total_seconds())
+
+    @rule()
+    def get(self) -> None:
+        self.check_handed_out(self.cache.get())
+
+    @rule()
+    def call(self) -> None:
+        sent_before = len(self.broker.sent)
+        answer = self.runtime.call("GET", PRICE, tr_id="FHKST01010100")
+        assert answer.status == 200
+        _, token = self.broker.sent[-1]
+        assert len(self.broker.sent) - sent_before in (1, 2)
+        assert self.clock.now() < token.expires_at
+
+    @precondition(lambda self: self.cache.peek() is not None)
+    @rule()
+    def invalidate(self) -> None:
+        """KIS voided the token and a call reported it: the cache is told."""
+        held = self.cache.peek()
+        assert held is not None
+        self.broker.void()
+        self.cache.invalidate(held)
+        self.disruptions += 1
+        self.total_disruptions += 1
+
+    @rule()
+    def void(self) -> None:
+        """KIS voids every token (maintenance) without the cache knowing yet."""
+        self.broker.void()
+        self.disruptions += 1
+        self.total_disruptions += 1
+
+    def check_handed_out(self, token: AccessToken) -> None:
+        now = self.clock.now()
+        assert token.scope == self.broker.scope
+        assert now < token.expires_at, "get() returned an expired token"
+        if self.lifetime > self.margin and token.value not in self.broker.handed_back:
+            assert token.expires_at - now >= self.margin, "get() returned a token inside the margin"
+        assert token_state(token, now, self.margin) is not TokenState.EXPIRED
+
+    @invariant()
+    def at_most_one_issuance_per_validity_window(self) -> None:
+        if not hasattr(self, "broker"):
+            return
+        issued = self.broker.issued
+        for token in issued[self.checked_issued :]:
+            if self.last_issue_at is not None and self.disruptions == 0:
+                assert token.issued_at - self.last_issue_at >= self.window, "reissued too early"
+            self.last_issue_at = token.issued_at
+            self.disruptions = 0
+        self.checked_issued = len(issued)
+
+    @invariant()
+    def issuance_count_is_bounded_by_windows_crossed(self) -> None:
+        if not hasattr(self, "broker"):
+            return
+        elapsed = self.clock.now() - self.started
+        windows = elapsed // self.window
+        assert len(self.broker.issued) <= windows + 1 + self.total_disruptions
+
+    @invariant()
+    def a_token_is_handed_back_at_most_once(self) -> None:
+        """The cache never asks again for a token KIS will only hand back again: no loop."""
+        if not hasattr(self, "broker"):
+            return
+        assert len(self.broker.handed_back) == len(set(self.broker.handed_back))
+        assert self.broker.issue_calls == len(self.broker.issued) + len(self.broker.handed_back)
+
+    @invariant()
+    def held_token_state_is_consistent(self) -> None:
+        if not hasattr(self, "cache"):
+            return
+        held = self.cache.peek()
+        if held is None:
+            return
+        now = self.clock.now()
+        state = token_state(held, now, self.margin)
+        if state is TokenState.FRESH:
+            assert now < held.expires_at - self.margin
+        assert (state is TokenState.EXPIRED) == (now >= held.expires_at)
+
+
+TokenCacheMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestTokenCacheFreshnessPropertiesHoldUnderAnyClockSequence = TokenCacheMachine.TestCase
