@@ -17,6 +17,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -104,6 +105,34 @@ def assert_no_secrets(exc: BaseException, *extra: str) -> None:
     for secret in (*KNOWN_SECRETS, *extra):
         for text in texts:
             assert secret not in text, f"a secret ({len(secret)} chars) leaked into {type(exc).__name__}"
+
+
+def reachable_text(root: object, *, limit: int = 20000) -> Iterator[str]:
+    """Every str/bytes reachable from ``root`` through containers, attributes and slots."""
+    seen: set[int] = set()
+    todo: deque[object] = deque([root])
+    while todo and len(seen) < limit:
+        item = todo.popleft()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, bytes | bytearray | memoryview):
+            yield bytes(item).decode("latin-1")
+        elif isinstance(item, dict | MappingProxyType):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset | deque):
+            todo.extend(item)
+        elif not isinstance(item, int | float | type(None) | type):
+            attributes = getattr(item, "__dict__", None)
+            if isinstance(attributes, dict):
+                todo.extend(attributes.values())
+            for cls in type(item).__mro__:
+                for slot in getattr(cls, "__slots__", ()):
+                    if isinstance(slot, str) and hasattr(item, slot):
+                        todo.append(getattr(item, slot))
 
 
 # --- a capturing stdlib server ------------------------------------------------------------

@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -42,6 +40,7 @@ from tests.runtime.broker.conftest import (
     ResetMidBodyServer,
     SilentServer,
     assert_no_secrets,
+    reachable_text,
 )
 from tests.support.kis import REAL_KEY, VTS_KEY, VTS_SECRET, jwt, recorded, token_reply
 
@@ -212,34 +211,6 @@ def test_opaque_non_jwt_token_is_accepted(
 # --- statelessness ---------------------------------------------------------------------------
 
 
-def _reachable_text(root: object, *, limit: int = 20000) -> Iterator[str]:
-    """Every str/bytes reachable from ``root`` through containers, attributes and slots."""
-    seen: set[int] = set()
-    todo: deque[object] = deque([root])
-    while todo and len(seen) < limit:
-        item = todo.popleft()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, bytes | bytearray | memoryview):
-            yield bytes(item).decode("latin-1")
-        elif isinstance(item, dict | MappingProxyType):
-            todo.extend(item.keys())
-            todo.extend(item.values())
-        elif isinstance(item, list | tuple | set | frozenset | deque):
-            todo.extend(item)
-        elif not isinstance(item, int | float | type(None) | type):
-            attributes = getattr(item, "__dict__", None)
-            if isinstance(attributes, dict):
-                todo.extend(attributes.values())
-            for cls in type(item).__mro__:
-                for slot in getattr(cls, "__slots__", ()):
-                    if isinstance(slot, str) and hasattr(item, slot):
-                        todo.append(getattr(item, slot))
-
-
 def test_adapter_holds_no_token_after_issuing(
     httpserver: HTTPServer, kis_url: str, make_adapter: MakeAdapter, clock: FakeClock
 ) -> None:
@@ -251,7 +222,7 @@ def test_adapter_holds_no_token_after_issuing(
     token = adapter.issue_token()
 
     assert set(vars(adapter)) == before
-    reachable = list(_reachable_text(adapter))
+    reachable = list(reachable_text(adapter))
     assert any(VTS_SECRET in text for text in reachable)  # the walk does reach what it holds
     assert not [text for text in reachable if token.value in text]
     assert token.value not in repr(vars(adapter))
@@ -560,7 +531,7 @@ def test_adapter_holds_no_token_after_revoking(
 
     adapter.revoke_token(token)
 
-    assert not [text for text in _reachable_text(adapter) if token.value in text]
+    assert not [text for text in reachable_text(adapter) if token.value in text]
 
 
 # --- secrets in messages and reprs -----------------------------------------------------------
