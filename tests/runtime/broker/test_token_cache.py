@@ -521,3 +521,13 @@ def test_a_token_invalidated_by_one_process_is_not_loaded_by_the_next(
 
     assert next_process.get() != token
     assert next_process.last_source == TokenSource.ISSUED
+
+
+def test_in_memory_store_lists_the_tokens_of_both_modes(clock: FakeClock) -> None:
+    store = InMemoryTokenStore()
+    saved = []
+    for mode in (Mode.REAL, Mode.VTS):
+        broker = FakeBroker(clock, mode=mode)
+        saved.append(TokenCache(broker, store, clock).get())
+
+    assert sorted(store.tokens(), key=lambda token: token.scope.mode.value) == saved
