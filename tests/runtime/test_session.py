@@ -229,6 +229,25 @@ def test_an_issuance_failure_inside_call_is_raised_as_is(runtime: KISRuntime, br
 @pytest.mark.parametrize(
     "path",
     [
+        # urllib3 removes dot segments, so these would reach /trading/order-cash on the wire:
+        "/uapi/domestic-stock/v1/trading/./order-cash",
+        "/uapi/domestic-stock/v1/quotations/../trading/order-cash",
+        "/uapi/domestic-stock/v1/trading//order-cash",
+    ],
+)
+def test_dot_segments_that_could_hide_an_order_are_refused_before_any_token_or_send(
+    runtime: KISRuntime, broker: FakeBroker, path: str
+) -> None:
+    with pytest.raises(InvalidRequestError):
+        runtime.call("POST", path, tr_id="TTTC0012U", body={"PDNO": "005930", "ORD_QTY": "1"})
+
+    assert broker.sent == []
+    assert broker.issue_calls == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
         "/uapi/domestic-stock/v1/trading/order-cash",
         "/UAPI/DOMESTIC-STOCK/V1/TRADING/ORDER-CASH",
         "/uapi/Domestic-Stock/v1/Trading/Order-Cash",
@@ -242,8 +261,6 @@ def test_an_issuance_failure_inside_call_is_raised_as_is(runtime: KISRuntime, br
         "/uapi/overseas-stock/v1/trading/daytime-order",  # 해외주식 미국주간주문 TTTS6036U/6037U
         "/uapi/domestic-bond/v1/trading/buy",  # 장내채권 매수주문 TTTC0952U
         "/uapi/domestic-bond/v1/trading/sell",  # 장내채권 매도주문 TTTC0958U
-        # urllib3 removes dot segments, so this reaches /trading/order-cash on the wire:
-        "/uapi/domestic-stock/v1/trading/./order-cash",
     ],
 )
 def test_order_endpoints_are_refused_before_any_token_or_send(

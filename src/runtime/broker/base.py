@@ -28,8 +28,11 @@ __all__ = [
 ]
 
 
-class Mode(enum.Enum):
-    """KIS environment: VTS is paper trading (모의투자), REAL is live trading (실전투자)."""
+class Mode(enum.StrEnum):
+    """KIS environment: VTS is paper trading (모의투자), REAL is live trading (실전투자).
+
+    A string enum so scopes of both modes sort (``qts status`` lists them together).
+    """
 
     VTS = "VTS"
     REAL = "REAL"
@@ -150,7 +153,9 @@ class BrokerRequest:
     @path.validator
     def _check_path(self, _attribute: attrs.Attribute[str], value: str) -> None:
         # A path, never a URL: the adapter alone decides which host a request goes to.
-        if not _PATH.fullmatch(value) or ".." in value or "//" in value:
+        # Dot segments would be folded away by the HTTP client and could hide an order path.
+        dotted = any(segment in ("", ".", "..") for segment in value.split("/")[1:-1]) or value.endswith("/.")
+        if not _PATH.fullmatch(value) or dotted:
             raise ValueError(f"path must be an absolute API path like /uapi/..., got {value!r}")
 
     @tr_id.validator
@@ -165,8 +170,17 @@ class BrokerRequest:
 
     @property
     def is_order(self) -> bool:
-        """True for order endpoints, which Phase 2 never sends."""
-        return "/trading/order" in self.path.lower()
+        """True for anything that may place, change or cancel an order, which Phase 2 never sends.
+
+        Conservative on purpose: under a ``trading`` segment only ``inquire-*`` endpoints are
+        read-only (inquire-balance, inquire-psbl-order, ...); order-cash, daytime-order, the
+        bond buy/sell endpoints and anything unknown there count as orders.
+        """
+        segments = self.path.lower().split("/")
+        if "trading" not in segments:
+            return False
+        after = segments[segments.index("trading") + 1 :]
+        return not (after and after[0].startswith("inquire"))
 
 
 @attrs.frozen
