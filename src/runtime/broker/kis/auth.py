@@ -59,6 +59,7 @@ _MAX_TOKEN_CHARS = 4096
 #: §3: "1분당 1회" — one issuance per minute per app key.
 ISSUANCE_RETRY_AFTER = timedelta(seconds=60)
 _CALL_RETRY_AFTER = timedelta(seconds=1)
+_MESSAGE_CHARS = 200  # KIS's msg1 is at most 80 characters (§5); anything longer is noise
 
 _CREDENTIAL_CODES = frozenset({"EGW00102", "EGW00103", "EGW00104", "EGW00105", "EGW00112", "EGW00115"})
 _TOKEN_CODES = frozenset({"EGW00121", "EGW00122", "EGW00123"})
@@ -187,7 +188,8 @@ def _decode_or_raise(reply: HttpReply, what: str, scrub: Scrub) -> dict[str, Any
 def _raise_for_kis_error(reply: HttpReply, data: dict[str, Any], scrub: Scrub) -> None:
     code = _kis_code(data)
     if code is not None:
-        raise error_for_code(code, scrub(_kis_message(data)), status=reply.status)
+        # Mask before cutting: a cut could leave a partial secret that no longer matches.
+        raise error_for_code(code, scrub(_kis_message(data))[:_MESSAGE_CHARS], status=reply.status)
     rt_cd = data.get("rt_cd")
     if rt_cd is not None and rt_cd != "0":
         raise BrokerCallError(
@@ -209,7 +211,7 @@ def _kis_code(data: dict[str, Any]) -> str | None:
 
 def _kis_message(data: dict[str, Any]) -> str:
     message = data.get("error_description") or data.get("msg1") or ""
-    return message[:200] if isinstance(message, str) else ""
+    return message[: 64 * 1024] if isinstance(message, str) else ""
 
 
 def _status_error(status: int, what: str) -> QTSError:
@@ -224,7 +226,7 @@ def _expiry(fields: TokenReply, now: datetime) -> datetime:
     if fields.access_token_token_expired is not None:
         try:
             expires_at = parse_kst(fields.access_token_token_expired)
-        except ValueError:
+        except (ValueError, OverflowError):  # year 1 in KST is before UTC's year 1
             raise MalformedResponseError(
                 "the tokenP answer's access_token_token_expired is not 'YYYY-MM-DD HH:MM:SS'"
             ) from None
