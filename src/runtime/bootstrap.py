@@ -8,17 +8,21 @@ machinery, the clock and the time limits.
 from __future__ import annotations
 
 import ssl
+from datetime import timedelta
 from pathlib import Path
 
 import urllib3
 
-from runtime.auth.ports import TokenStorePort
+from runtime.auth.budget import ISSUE_INTERVAL, IssuanceBudget, WaitHook
+from runtime.auth.file_store import FileTokenStore
+from runtime.auth.ports import IssuanceLockPort, TokenStorePort
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import BrokerAuthPort
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import ClockPort, SystemClock
+from runtime.config import default_token_folder
 from runtime.errors import ConfigError, ScopeMismatchError
 from runtime.settings import Settings, StoreKind, TokenStoreSpec
 
@@ -35,8 +39,14 @@ def build_runtime(
     store: TokenStorePort | None = None,
     broker: BrokerAuthPort | None = None,
     http: urllib3.PoolManager | None = None,
+    on_wait: WaitHook | None = None,
 ) -> KISRuntime:
     """Wire a KISRuntime for ``settings``; any part may be replaced (tests pass fakes).
+
+    ``on_wait`` is told the seconds left while the issuance budget waits (``qts`` shows a
+    countdown). With a store shared between processes (one with an issuance lock: file,
+    redis) the budget also spaces tokenP a minute apart per scope; a process-local store keeps
+    only the memory of EGW00133, as one process never asks twice while it holds a usable token.
 
     Raises ConfigError when the settings ask for something that cannot be built, and
     ScopeMismatchError when an injected broker serves another (mode, key) than the settings.
@@ -57,12 +67,20 @@ def build_runtime(
         raise ScopeMismatchError(
             f"the broker serves {broker.scope} but the settings are for {settings.scope}"
         )
+    store = store if store is not None else build_store(settings.token_store, clock=clock)
+    budget = IssuanceBudget(
+        clock,
+        wait=settings.wait_on_rate_limit,
+        min_interval=ISSUE_INTERVAL if isinstance(store, IssuanceLockPort) else timedelta(0),
+        on_wait=on_wait,
+    )
     cache = TokenCache(
         broker,
-        store if store is not None else build_store(settings.token_store),
+        store,
         clock,
         margin=settings.refresh_margin,
         lock_timeout_s=settings.call_deadline_s,
+        budget=budget,
     )
     on_close = http.clear if owned_http and http is not None else None
     return KISRuntime(broker, cache, clock, call_deadline_s=settings.call_deadline_s, on_close=on_close)
@@ -85,10 +103,24 @@ def build_http(ca_bundle: Path | None = None) -> urllib3.PoolManager:
     )
 
 
-def build_store(spec: TokenStoreSpec) -> TokenStorePort:
-    """The token store ``QTS_TOKEN_STORE`` names."""
+def build_store(spec: TokenStoreSpec, *, clock: ClockPort | None = None) -> TokenStorePort:
+    """The token store ``QTS_TOKEN_STORE`` names; ``clock`` sets Redis TTLs. Connects lazily.
+
+    Raises ConfigError when the store cannot be built (redis without its extra, a bad URL)."""
     if spec.kind is StoreKind.MEMORY:
         return InMemoryTokenStore()
-    raise ConfigError(
-        f"QTS_TOKEN_STORE: the {spec.kind.value} store is not available in this version; use memory"
-    )
+    if spec.kind is StoreKind.FILE:
+        return FileTokenStore(spec.location or default_token_folder())
+    if spec.kind is StoreKind.REDIS:
+        try:
+            from runtime.auth.redis_store import RedisTokenStore
+        except ImportError as exc:
+            raise ConfigError(
+                "QTS_TOKEN_STORE: the redis store needs redis-py; install it with "
+                "pip install 'qts-runtime[redis]'"
+            ) from exc
+        try:
+            return RedisTokenStore.from_url(spec.location or "", clock or SystemClock())
+        except ValueError as exc:
+            raise ConfigError(f"QTS_TOKEN_STORE: not a Redis URL redis-py can use ({exc})") from exc
+    raise ConfigError(f"QTS_TOKEN_STORE: unknown store kind {spec.kind.value}")  # pragma: no cover

@@ -18,7 +18,14 @@ from runtime.broker.base import Mode
 from runtime.errors import ConfigError
 from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
 
-__all__ = ["ENV_VARIABLES", "load_settings", "load_store_spec", "parse_base_url", "parse_store_spec"]
+__all__ = [
+    "ENV_VARIABLES",
+    "default_token_folder",
+    "load_settings",
+    "load_store_spec",
+    "parse_base_url",
+    "parse_store_spec",
+]
 
 #: Every variable the package reads, for docs and for tests that clear the environment.
 ENV_VARIABLES = (
@@ -33,6 +40,7 @@ ENV_VARIABLES = (
     "QTS_TOKEN_STORE",
     "QTS_REFRESH_MARGIN_S",
     "QTS_CALL_DEADLINE_S",
+    "QTS_WAIT_ON_RATE_LIMIT",
 )
 
 _MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
@@ -56,7 +64,8 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
     raw_mode = mode if mode is not None else env.str("KIS_MODE", "VTS")
     margin_s = env.float("QTS_REFRESH_MARGIN_S", 600.0)
     deadline_s = env.float("QTS_CALL_DEADLINE_S", 20.0)
-    raw_store = env.str("QTS_TOKEN_STORE", "memory")
+    raw_store = env.str("QTS_TOKEN_STORE", "file")
+    wait_on_rate_limit = env.bool("QTS_WAIT_ON_RATE_LIMIT", True)
     raw_ca = env.str("KIS_CA_BUNDLE", "")
     raw_urls = {m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode}
     raw_keys = {
@@ -121,6 +130,7 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
         refresh_margin=timedelta(seconds=margin_s),
         call_deadline_s=deadline_s,
         ca_bundle=ca_bundle,
+        wait_on_rate_limit=bool(wait_on_rate_limit),
     )
 
 
@@ -131,11 +141,19 @@ def load_store_spec(env_file: str | os.PathLike[str] | None = None) -> TokenStor
         if not Path(env_file).is_file():
             raise ConfigError(f"env file {str(env_file)!r} does not exist or is not a file")
         env.read_env(Path(env_file), recurse=False)
-    raw = env.str("QTS_TOKEN_STORE", "memory")
+    raw = env.str("QTS_TOKEN_STORE", "file")
     try:
         return parse_store_spec(raw)
     except ValueError as exc:
         raise _config_error({"QTS_TOKEN_STORE": str(exc)}) from None
+
+
+def default_token_folder() -> Path:
+    """Where the file store lives unless ``file:PATH`` says otherwise: ``$XDG_CACHE_HOME/qts``,
+    else ``~/.cache/qts`` (a relative XDG_CACHE_HOME is ignored, as the XDG spec asks)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "qts"
 
 
 def parse_base_url(text: str) -> str:

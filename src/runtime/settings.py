@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
@@ -40,13 +41,29 @@ class StoreKind(enum.Enum):
 
 @attrs.frozen
 class TokenStoreSpec:
-    """``QTS_TOKEN_STORE`` parsed: a kind and, for file and redis, where."""
+    """``QTS_TOKEN_STORE`` parsed: a kind and, for file (a folder) and redis (a URL), where.
+
+    A file spec without a location means the default folder, ``$XDG_CACHE_HOME/qts``."""
 
     kind: StoreKind
     location: str | None = None
 
     def __str__(self) -> str:
-        return self.kind.value if self.location is None else f"{self.kind.value}:{self.location}"
+        if self.location is None:
+            return self.kind.value
+        if self.kind is StoreKind.REDIS:
+            return _without_password(self.location)
+        return f"{self.kind.value}:{self.location}"
+
+
+def _without_password(url: str) -> str:
+    """A Redis URL safe to print: any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @attrs.frozen
@@ -56,10 +73,14 @@ class Settings:
     mode: Mode
     credentials: AppCredentials
     base_url: str
+    # Built by hand, Settings keep tokens in memory (tests, the demo on a shifted clock);
+    # load_settings, and so ``qts``, defaults to the file store.
     token_store: TokenStoreSpec = TokenStoreSpec(StoreKind.MEMORY)
     refresh_margin: timedelta = timedelta(seconds=600)
     call_deadline_s: float = 20.0
     ca_bundle: Path | None = None
+    #: After EGW00133 (or inside the one-tokenP-a-minute budget): wait it out (True) or raise.
+    wait_on_rate_limit: bool = True
 
     @property
     def scope(self) -> BrokerScope:

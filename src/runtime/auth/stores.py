@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from runtime.auth.ports import IssuanceLedger
 from runtime.broker.base import AccessToken, BrokerScope
 from runtime.errors import ScopeMismatchError
 
@@ -17,10 +18,11 @@ def check_scope(scope: BrokerScope, token: AccessToken) -> None:
 
 
 class InMemoryTokenStore:
-    """Tokens in a dict, safe across threads; gone when the process ends."""
+    """Tokens (and issuance ledgers) in a dict, safe across threads; gone when the process ends."""
 
     def __init__(self) -> None:
         self._tokens: dict[BrokerScope, AccessToken] = {}
+        self._ledgers: dict[BrokerScope, IssuanceLedger] = {}
         self._lock = threading.Lock()
 
     def load(self, scope: BrokerScope) -> AccessToken | None:
@@ -35,6 +37,14 @@ class InMemoryTokenStore:
     def delete(self, scope: BrokerScope) -> None:
         with self._lock:
             self._tokens.pop(scope, None)
+
+    def load_ledger(self, scope: BrokerScope) -> IssuanceLedger:
+        with self._lock:
+            return self._ledgers.get(scope, IssuanceLedger())
+
+    def save_ledger(self, scope: BrokerScope, ledger: IssuanceLedger) -> None:
+        with self._lock:
+            self._ledgers[scope] = ledger
 
     def tokens(self) -> list[AccessToken]:
         """Every saved token, ordered by scope (for ``qts status``)."""

@@ -16,11 +16,20 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from runtime.auth.budget import IssuanceBudget
 from runtime.auth.freshness import TokenState, refresh_at, token_state
-from runtime.auth.ports import ClockPort, IssuanceLockPort, TokenStorePort
+from runtime.auth.ports import (
+    ClockPort,
+    IssuanceLedger,
+    IssuanceLedgerPort,
+    IssuanceLockPort,
+    TokenStorePort,
+)
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerScope
 from runtime.errors import (
     BrokerUnavailableError,
+    CredentialsRejectedError,
+    IssuanceRateLimitedError,
     QTSError,
     RateLimitedError,
     ScopeMismatchError,
@@ -50,8 +59,19 @@ class _Entry(NamedTuple):
     refresh_at: datetime
 
 
+class _Blocked(NamedTuple):
+    """The budget forbids tokenP for ``wait`` and no valid token is held."""
+
+    wait: timedelta
+    cause: IssuanceRateLimitedError | None
+
+
 class TokenCache:
-    """Hands out a token valid for at least ``margin``: memory, then store, then the broker."""
+    """Hands out a token valid for at least ``margin``: memory, then store, then the broker.
+
+    With a ``budget``, tokenP goes out only when the budget allows it (see
+    :mod:`runtime.auth.budget`); without one, whenever a token is needed.
+    """
 
     def __init__(
         self,
@@ -61,6 +81,7 @@ class TokenCache:
         *,
         margin: timedelta = timedelta(seconds=600),
         lock_timeout_s: float = 30.0,
+        budget: IssuanceBudget | None = None,
     ) -> None:
         if margin < timedelta(0):
             raise ValueError("margin must not be negative")
@@ -69,6 +90,9 @@ class TokenCache:
         self._clock = clock
         self._margin = margin
         self._lock_timeout_s = lock_timeout_s
+        self._budget = budget
+        # The ledger of a store that cannot keep one (IssuanceLedgerPort) lives here instead.
+        self._local_ledger = IssuanceLedger()
         self._scope = broker.scope
         self._entry: _Entry | None = None
         self._lock = threading.Lock()
@@ -115,18 +139,32 @@ class TokenCache:
         if entry is not None and self._clock.now() < entry.refresh_at:
             self.last_source = TokenSource.MEMORY
             return entry.token
+        started = self._clock.monotonic()
         timeout = self._lock_timeout_s if timeout_s is None else max(timeout_s, 0.0)
         if not self._lock.acquire(timeout=timeout):
             raise BrokerUnavailableError(
                 f"timed out after {timeout:g} s waiting for a token issuance in progress"
             )
         try:
-            entry = self._entry
-            if entry is not None and self._clock.now() < entry.refresh_at:
-                self.last_source = TokenSource.MEMORY
-                return entry.token  # another thread refreshed while we waited
-            with self._store_lock(timeout):
-                return self._get_locked(timeout_s)
+            waited = timedelta(0)
+            while True:
+                entry = self._entry
+                if entry is not None and self._clock.now() < entry.refresh_at:
+                    self.last_source = TokenSource.MEMORY
+                    return entry.token  # another thread refreshed while we waited
+                left = None if timeout_s is None else timeout - (self._clock.monotonic() - started)
+                with self._store_lock(timeout if left is None else max(left, 0.0)):
+                    outcome = self._get_locked(left if timeout_s is not None else None)
+                if isinstance(outcome, AccessToken):
+                    return outcome
+                # Blocked by the budget: wait outside the store lock so that other processes
+                # can still read the store, then start over (one of them may have issued).
+                if self._budget is None:  # pragma: no cover - only the budget blocks
+                    raise AssertionError("blocked without a budget")
+                if timeout_s is not None:
+                    left = timeout - (self._clock.monotonic() - started)
+                self._budget.wait(outcome.wait, time_left_s=left, already_waited=waited, cause=outcome.cause)
+                waited += outcome.wait
         finally:
             self._lock.release()
 
@@ -137,7 +175,7 @@ class TokenCache:
             self._no_refresh_before.pop(token.value, None)
             if self._entry is not None and self._entry.token.value == token.value:
                 self._entry = None
-            stored = self._load_from_store()
+            stored = self._store.load(self._scope)  # raw: _load_from_store hides rejected tokens
             if stored is not None and stored.value == token.value:
                 self._store.delete(self._scope)
         _log.info("token %s invalidated for %s", token.masked, self._scope)
@@ -156,7 +194,7 @@ class TokenCache:
             return self._store.issuance_lock(self._scope, timeout_s)
         return contextlib.nullcontext()
 
-    def _get_locked(self, timeout_s: float | None) -> AccessToken:
+    def _get_locked(self, timeout_s: float | None) -> AccessToken | _Blocked:
         now = self._clock.now()
         held = self._entry.token if self._entry else None
         if held is not None and token_state(held, now, self._margin) is TokenState.FRESH:
@@ -175,9 +213,34 @@ class TokenCache:
             self.last_source = TokenSource.MEMORY
             return current
 
+        ledger = self._load_ledger() if self._budget is not None else None
+        if self._budget is not None and ledger is not None:
+            wait = self._budget.wait_needed(ledger, now)
+            if wait > timedelta(0):
+                if current is None:
+                    return _Blocked(wait, None)
+                # Still valid: keep it and ask again once the budget allows.
+                self._no_refresh_before[current.value] = now + wait
+                self._remember(current)
+                _log.info("tokenP budget: keeping %s, refresh allowed in %s", current.masked, wait)
+                self.last_source = TokenSource.MEMORY
+                return current
+            # Counted before the request: a crash after KIS issued must still hold the next one off.
+            self._save_ledger(self._budget.issuing(ledger, now))
+
         try:
             issued = self._broker.issue_token(timeout_s=timeout_s)
         except QTSError as exc:
+            if self._budget is not None and ledger is not None:
+                if isinstance(exc, IssuanceRateLimitedError):
+                    self._save_ledger(self._budget.rate_limited(ledger, now, exc.retry_after))
+                    if current is None:
+                        return _Blocked(self._budget.wait_needed(self._load_ledger(), now), exc)
+                elif isinstance(exc, CredentialsRejectedError) or (
+                    isinstance(exc, BrokerUnavailableError) and not exc.request_sent
+                ):
+                    # Refused outright or never sent: no token came of it, so it does not count.
+                    self._save_ledger(ledger)
             if current is None or not isinstance(exc, BrokerUnavailableError | RateLimitedError):
                 raise
             pause = exc.retry_after if isinstance(exc, RateLimitedError) else _REFRESH_RETRY_PAUSE
@@ -242,6 +305,26 @@ class TokenCache:
         stale_from = refresh_at(token, self._margin) if until is None else min(until, token.expires_at)
         self._entry = _Entry(token, stale_from)
 
+    def _load_ledger(self) -> IssuanceLedger:
+        local = self._local_ledger
+        if not isinstance(self._store, IssuanceLedgerPort):
+            return local
+        shared = self._store.load_ledger(self._scope)
+        # What this process saw itself still counts if the store lost it (a corrupt file).
+        return IssuanceLedger(
+            last_issued_at=_latest(shared.last_issued_at, local.last_issued_at),
+            blocked_until=_latest(shared.blocked_until, local.blocked_until),
+        )
+
+    def _save_ledger(self, ledger: IssuanceLedger) -> None:
+        self._local_ledger = ledger
+        if isinstance(self._store, IssuanceLedgerPort):
+            try:
+                self._store.save_ledger(self._scope, ledger)
+            except QTSError as exc:
+                # This process still keeps the budget; only other processes lose it.
+                _log.warning("could not save the issuance ledger for %s: %s", self._scope, exc)
+
     def _load_from_store(self) -> AccessToken | None:
         stored = self._store.load(self._scope)
         if stored is None:
@@ -261,6 +344,10 @@ class TokenCache:
         except QTSError as exc:
             # The token is good; losing the store only costs a reissue in the next process.
             _log.warning("could not save token %s to the store: %s", token.masked, exc)
+
+
+def _latest(*moments: datetime | None) -> datetime | None:
+    return max((m for m in moments if m is not None), default=None)
 
 
 def _digest(value: str) -> bytes:

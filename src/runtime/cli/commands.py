@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,21 +33,50 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(_env_file(args), mode=getattr(args, "mode", None))
 
 
-def _runtime(args: argparse.Namespace, out: Output, *, machine_stdout: bool = False) -> KISRuntime:
+def _runtime(
+    args: argparse.Namespace, out: Output, *, machine_stdout: bool = False, settings: Settings | None = None
+) -> KISRuntime:
     from runtime.bootstrap import build_runtime
     from runtime.broker.base import Mode
 
-    settings = _settings(args)
+    settings = settings or _settings(args)
     if settings.mode is Mode.REAL:
         out.real_marker(machine_stdout=machine_stdout)
-    return build_runtime(settings)
+    return build_runtime(settings, on_wait=_countdown(out))
+
+
+def _countdown(out: Output) -> Callable[[int], None]:
+    """The issuance budget's wait, shown on stderr: one updating line on a terminal, else one line."""
+    tty = out.stderr.isatty()
+    shown = False
+
+    def show(seconds_left: int) -> None:
+        nonlocal shown
+        if seconds_left <= 0:
+            if shown and tty:
+                print(file=out.stderr, flush=True)
+            shown = False
+            return
+        text = f"qts: KIS issues one token per minute per app key; waiting {seconds_left:2d} s"
+        if tty:
+            print(f"\r{text}", end="", file=out.stderr, flush=True)
+        elif not shown:
+            print(text, file=out.stderr, flush=True)
+        shown = True
+
+    return show
 
 
 def token(args: argparse.Namespace, out: Output) -> int:
-    """``qts token [--reveal]``."""
+    """``qts token [--reveal]``: may wait out KIS's one-token-a-minute rule (QTS_WAIT_ON_RATE_LIMIT)."""
+    from runtime.auth.budget import MAX_WAIT
+
     reveal = bool(getattr(args, "reveal", False))
-    with _runtime(args, out, machine_stdout=reveal) as kis:
-        access = kis.access_token()
+    settings = _settings(args)
+    with _runtime(args, out, machine_stdout=reveal, settings=settings) as kis:
+        # The budget's wait (at most MAX_WAIT) comes on top of the call deadline here; a quote
+        # keeps its deadline and gets exit 5 at once instead.
+        access = kis.cache.get(timeout_s=settings.call_deadline_s + MAX_WAIT.total_seconds())
         if reveal:
             out.raw(access.value)
             return 0
@@ -75,11 +105,15 @@ def status(args: argparse.Namespace, out: Output) -> int:
     """``qts status``: what the store holds; never touches the network."""
     from runtime.bootstrap import build_store
     from runtime.clock import SystemClock
-    from runtime.config import load_store_spec
+    from runtime.config import default_token_folder, load_store_spec
+    from runtime.settings import StoreKind, TokenStoreSpec
 
     spec = load_store_spec(_env_file(args))
-    store = build_store(spec)
-    now = SystemClock().now()
+    if spec.kind is StoreKind.FILE and spec.location is None:
+        spec = TokenStoreSpec(StoreKind.FILE, str(default_token_folder()))  # show where it is
+    clock = SystemClock()
+    store = build_store(spec, clock=clock)
+    now = clock.now()
     listing = getattr(store, "tokens", None)
     tokens = listing() if callable(listing) else []
     rows = [

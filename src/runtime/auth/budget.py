@@ -1,0 +1,120 @@
+"""The issuance budget: at most one tokenP per scope per minute from this host, and EGW00133 remembered.
+
+KIS accepts one tokenP a minute per app key (KIS_API.md §3) and, on REAL accounts, sends a
+KakaoTalk notice for each. The budget turns that rule into a decision taken before the request
+instead of an error after it: the per-scope :class:`~runtime.auth.ports.IssuanceLedger` says
+when tokenP last went out and until when KIS told us to hold off; the budget says how long to
+wait, and either waits (on the injected clock, never more than :data:`MAX_WAIT`) or raises
+:class:`~runtime.errors.IssuanceRateLimitedError` carrying ``retry_after``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import attrs
+
+from runtime.auth.ports import ClockPort, IssuanceLedger
+from runtime.errors import IssuanceRateLimitedError
+
+__all__ = ["ISSUE_INTERVAL", "MAX_WAIT", "IssuanceBudget", "WaitHook"]
+
+#: KIS's rule: one tokenP per minute per app key.
+ISSUE_INTERVAL = timedelta(seconds=60)
+#: The longest the budget ever waits in one ``get``, whatever KIS's retry time says.
+MAX_WAIT = timedelta(seconds=65)
+
+#: Called about once a second while waiting with the whole seconds still to wait, 0 at the end.
+WaitHook = Callable[[int], None]
+
+
+class IssuanceBudget:
+    """Decides whether tokenP may go out now, and waits for it when allowed to.
+
+    ``min_interval`` is the spacing between two tokenP of one scope (0 disables it, leaving
+    only the memory of EGW00133); ``wait`` says whether a block is waited out or raised at
+    once; ``on_wait`` lets a CLI show a countdown.
+    """
+
+    def __init__(
+        self,
+        clock: ClockPort,
+        *,
+        wait: bool = True,
+        min_interval: timedelta = ISSUE_INTERVAL,
+        max_wait: timedelta = MAX_WAIT,
+        on_wait: WaitHook | None = None,
+    ) -> None:
+        if min_interval < timedelta(0) or max_wait < timedelta(0):
+            raise ValueError("min_interval and max_wait must not be negative")
+        self._clock = clock
+        self.wait_enabled = wait
+        self.min_interval = min_interval
+        self.max_wait = max_wait
+        self._on_wait = on_wait
+
+    def wait_needed(self, ledger: IssuanceLedger, now: datetime) -> timedelta:
+        """How long from ``now`` until tokenP may go out (zero: at once).
+
+        Each part is capped, so a wall clock stepped backwards can never block for longer
+        than one interval (or :data:`MAX_WAIT` after EGW00133)."""
+        waits = [timedelta(0)]
+        if ledger.last_issued_at is not None and self.min_interval:
+            waits.append(min(ledger.last_issued_at + self.min_interval - now, self.min_interval))
+        if ledger.blocked_until is not None:
+            waits.append(min(ledger.blocked_until - now, self.max_wait))
+        return max(waits)
+
+    def issuing(self, ledger: IssuanceLedger, now: datetime) -> IssuanceLedger:
+        """The ledger once tokenP is about to go out at ``now``; an earlier block is over."""
+        return attrs.evolve(ledger, last_issued_at=now, blocked_until=None)
+
+    def rate_limited(self, ledger: IssuanceLedger, now: datetime, retry_after: timedelta) -> IssuanceLedger:
+        """The ledger after KIS answered EGW00133 at ``now`` asking to wait ``retry_after``."""
+        return attrs.evolve(ledger, blocked_until=now + min(max(retry_after, timedelta(0)), self.max_wait))
+
+    def wait(
+        self,
+        duration: timedelta,
+        *,
+        time_left_s: float | None,
+        already_waited: timedelta = timedelta(0),
+        cause: IssuanceRateLimitedError | None = None,
+    ) -> None:
+        """Let ``duration`` pass on the clock, or raise IssuanceRateLimitedError at once.
+
+        It raises when waiting is off, when ``duration`` does not fit in ``time_left_s`` (the
+        caller's deadline; None means no deadline), or when this ``get`` would have waited more
+        than :data:`MAX_WAIT` in all."""
+        seconds = duration.total_seconds()
+        reason = None
+        if not self.wait_enabled:
+            reason = "waiting is off (QTS_WAIT_ON_RATE_LIMIT=false)"
+        elif already_waited + duration > self.max_wait:
+            reason = f"it would wait more than {self.max_wait.total_seconds():g} s in all"
+        elif time_left_s is not None and seconds >= time_left_s:
+            reason = f"the wait does not fit in the {max(time_left_s, 0):.1f} s left before the deadline"
+        if reason is not None:
+            error = IssuanceRateLimitedError(
+                f"KIS issues one token per minute per app key; the next tokenP for this key may go "
+                f"out in {math.ceil(seconds)} s and {reason}",
+                retry_after=duration,
+                code=cause.code if cause is not None else None,
+            )
+            if cause is not None:
+                raise error from cause
+            raise error
+        self._countdown(seconds)
+
+    def _countdown(self, seconds: float) -> None:
+        left = seconds
+        while left > 0:
+            if self._on_wait is not None:
+                self._on_wait(math.ceil(left))
+            step = min(1.0, left)
+            self._clock.sleep(step)
+            left -= step
+        if self._on_wait is not None:
+            self._on_wait(0)

@@ -1,0 +1,343 @@
+"""FileTokenStore: one JSON file per scope in a private folder, shared by every process of the user.
+
+Layout: ``<folder>/<MODE>-<key fingerprint>.json`` holds the token and the scope's issuance
+ledger; ``<folder>/<MODE>-<key fingerprint>.lock`` is the per-scope lock (filelock) under which
+the token cache runs re-read -> re-check -> issue -> write, so N processes send one tokenP.
+
+Writes are atomic (temporary file in the same folder, fsync, ``os.replace``, fsync of the
+folder): a reader sees the old file or the new one, never half of one, even if the writer is
+killed. Every file is created 0600 and the folder 0700. Anything unreadable -- corrupt,
+truncated, an unknown schema, another scope, a symlink, a file owned by someone else -- is a
+miss with a warning that never shows the token, never an error and never a served bad token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import re
+import stat
+import tempfile
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from runtime.auth.ports import IssuanceLedger
+from runtime.auth.stores import check_scope
+from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.errors import TokenStoreError
+
+__all__ = ["SCHEMA_VERSION", "FileTokenStore"]
+
+_log = logging.getLogger(__name__)
+
+#: The ``schema`` field of every file this version writes; files with another one are misses.
+SCHEMA_VERSION = 1
+_MAX_FILE_BYTES = 64 * 1024  # a token file is well under 1 KiB; anything bigger is not ours
+_NAME = re.compile(r"(VTS|REAL)-([0-9a-f]{12})\.json")
+_WRITE_LOCK_TIMEOUT_S = 30.0
+
+
+class UnreadableEntry(Exception):
+    """A stored entry that must be treated as a miss; the message says why (never the token)."""
+
+
+class FileTokenStore:
+    """Tokens and issuance ledgers in ``folder``, one file per scope; see the module docstring.
+
+    Implements TokenStorePort, IssuanceLockPort, IssuanceLedgerPort and TokenListingPort.
+    Nothing touches the disk until the first call.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self._folder = Path(folder).expanduser()
+        self._ready = False
+        self._guard = threading.Lock()
+        self._locks: dict[BrokerScope, filelock.FileLock] = {}
+
+    @property
+    def folder(self) -> Path:
+        """Where the files live."""
+        return self._folder
+
+    def path_for(self, scope: BrokerScope) -> Path:
+        """The JSON file of ``scope``."""
+        return self._folder / f"{scope.mode.value}-{scope.key_fingerprint}.json"
+
+    # --- TokenStorePort ------------------------------------------------------------------------
+
+    def load(self, scope: BrokerScope) -> AccessToken | None:
+        data = self._read(scope)
+        return token_from_document(data, scope) if data is not None else None
+
+    def save(self, scope: BrokerScope, token: AccessToken) -> None:
+        check_scope(scope, token)
+        with self._write_lock(scope):
+            data = self._read(scope) or empty_document(scope)
+            data["token"] = token_to_json(token)
+            self._write(scope, data)
+
+    def delete(self, scope: BrokerScope) -> None:
+        with self._write_lock(scope):
+            data = self._read(scope)
+            if data is None or data.get("token") is None:
+                return
+            data["token"] = None
+            self._write(scope, data)  # the ledger outlives the token: the budget still applies
+
+    # --- IssuanceLedgerPort --------------------------------------------------------------------
+
+    def load_ledger(self, scope: BrokerScope) -> IssuanceLedger:
+        data = self._read(scope)
+        return ledger_from_document(data) if data is not None else IssuanceLedger()
+
+    def save_ledger(self, scope: BrokerScope, ledger: IssuanceLedger) -> None:
+        with self._write_lock(scope):
+            data = self._read(scope) or empty_document(scope)
+            data["last_issued_at"] = iso_or_none(ledger.last_issued_at)
+            data["blocked_until"] = iso_or_none(ledger.blocked_until)
+            self._write(scope, data)
+
+    # --- IssuanceLockPort ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def issuance_lock(self, scope: BrokerScope, timeout_s: float) -> Iterator[None]:
+        """The scope's exclusive lock across processes (reentrant within one thread)."""
+        lock = self._lock_for(scope)
+        try:
+            lock.acquire(timeout=max(timeout_s, 0.0))
+        except filelock.Timeout as exc:
+            raise TokenStoreError(
+                f"another process has held the token lock for {scope} for more than {timeout_s:g} s "
+                f"({lock.lock_file})"
+            ) from exc
+        except OSError as exc:
+            raise TokenStoreError(f"cannot lock {lock.lock_file}: {exc.strerror or exc}") from exc
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # --- TokenListingPort ----------------------------------------------------------------------
+
+    def tokens(self) -> list[AccessToken]:
+        """Every readable token in the folder, ordered by scope."""
+        try:
+            names = sorted(os.listdir(self._folder))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise TokenStoreError(f"cannot list {self._folder}: {exc.strerror or exc}") from exc
+        found = []
+        for name in names:
+            match = _NAME.fullmatch(name)
+            if match is None:
+                continue
+            token = self.load(BrokerScope(Mode(match.group(1)), match.group(2)))
+            if token is not None:
+                found.append(token)
+        return sorted(found, key=lambda t: t.scope)
+
+    # --- the disk --------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Create the folder 0700 (or tighten it) once; raise TokenStoreError if impossible."""
+        with self._guard:
+            if self._ready:
+                return
+            try:
+                self._folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                info = self._folder.stat()
+                if info.st_uid != os.getuid():
+                    _log.warning("token folder %s is owned by uid %d, not by us", self._folder, info.st_uid)
+                elif stat.S_IMODE(info.st_mode) & 0o077:
+                    os.chmod(self._folder, 0o700)
+                    _log.warning("token folder %s was open to others; tightened to 0700", self._folder)
+            except OSError as exc:
+                raise TokenStoreError(
+                    f"cannot create token folder {self._folder}: {exc.strerror or exc}"
+                ) from exc
+            self._ready = True
+
+    def _lock_for(self, scope: BrokerScope) -> filelock.FileLock:
+        self._prepare()
+        with self._guard:
+            lock = self._locks.get(scope)
+            if lock is None:
+                path = self.path_for(scope).with_suffix(".lock")
+                lock = self._locks[scope] = filelock.FileLock(path, mode=0o600)
+            return lock
+
+    @contextlib.contextmanager
+    def _write_lock(self, scope: BrokerScope) -> Iterator[None]:
+        # Read-modify-write of the token and the ledger must not interleave; reentrant, so a
+        # save inside the cache's issuance lock does not wait for itself.
+        with self.issuance_lock(scope, _WRITE_LOCK_TIMEOUT_S):
+            yield
+
+    def _read(self, scope: BrokerScope) -> dict[str, Any] | None:
+        path = self.path_for(scope)
+        try:
+            raw = _read_private(path)
+        except FileNotFoundError:
+            return None
+        except UnreadableEntry as why:
+            _log.warning("ignoring token file %s: %s", path, why)
+            return None
+        except OSError as exc:
+            _log.warning("ignoring token file %s: cannot read it (%s)", path, exc.strerror or exc)
+            return None
+        try:
+            return parse_document(raw, scope)
+        except UnreadableEntry as why:
+            _log.warning("ignoring token file %s: %s", path, why)
+            return None
+
+    def _write(self, scope: BrokerScope, data: dict[str, Any]) -> None:
+        self._prepare()
+        path = self.path_for(scope)
+        payload = json.dumps(data, sort_keys=True, indent=1).encode("utf-8")
+        try:
+            fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self._folder)
+        except OSError as exc:
+            raise TokenStoreError(f"cannot write in {self._folder}: {exc.strerror or exc}") from exc
+        try:
+            with os.fdopen(fd, "wb") as handle:  # mkstemp created it 0600
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise TokenStoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        _fsync_folder(self._folder)
+
+
+def _read_private(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file of ours, not a symlink, and not writable by others."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnreadableEntry("it is a symlink; token files are never followed through links") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableEntry("not a regular file")
+        if info.st_uid != os.getuid():
+            raise UnreadableEntry(f"owned by uid {info.st_uid}, not by this user")
+        if stat.S_IMODE(info.st_mode) & 0o022:
+            raise UnreadableEntry("writable by other users")
+        if stat.S_IMODE(info.st_mode) & 0o044:
+            with contextlib.suppress(OSError):
+                os.fchmod(handle.fileno(), 0o600)
+            _log.warning("token file %s was readable by others; tightened to 0600", path)
+        if info.st_size > _MAX_FILE_BYTES:
+            raise UnreadableEntry(f"{info.st_size} bytes is far too large for a token file")
+        return handle.read(_MAX_FILE_BYTES + 1)
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a folder.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def empty_document(scope: BrokerScope) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "scope": {"mode": scope.mode.value, "key_fingerprint": scope.key_fingerprint},
+        "token": None,
+        "last_issued_at": None,
+        "blocked_until": None,
+    }
+
+
+def parse_document(raw: bytes, scope: BrokerScope) -> dict[str, Any]:
+    """The checked document of ``scope`` (file or Redis value), or UnreadableEntry saying why not."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UnreadableEntry("not valid JSON (truncated or corrupt)") from None
+    if not isinstance(data, dict):
+        raise UnreadableEntry("not a JSON object")
+    if data.get("schema") != SCHEMA_VERSION:
+        raise UnreadableEntry(f"unknown schema {data.get('schema')!r} (this version reads {SCHEMA_VERSION})")
+    if data.get("scope") != {"mode": scope.mode.value, "key_fingerprint": scope.key_fingerprint}:
+        raise UnreadableEntry(f"it names another scope than {scope}")
+    for field in ("last_issued_at", "blocked_until"):
+        _datetime_or_none(data.get(field), field)
+    token = data.get("token")
+    if token is not None:
+        _token_from_raw(token, scope)  # validated here so a bad token makes the whole file a miss
+    return data
+
+
+def token_to_json(token: AccessToken) -> dict[str, Any]:
+    return {
+        "value": token.value,
+        "token_type": token.token_type,
+        "expires_at": token.expires_at.isoformat(),
+        "issued_at": token.issued_at.isoformat(),
+    }
+
+
+def token_from_document(data: dict[str, Any], scope: BrokerScope) -> AccessToken | None:
+    raw = data.get("token")
+    return None if raw is None else _token_from_raw(raw, scope)
+
+
+def _token_from_raw(raw: object, scope: BrokerScope) -> AccessToken:
+    if not isinstance(raw, dict) or set(raw) != {"value", "token_type", "expires_at", "issued_at"}:
+        raise UnreadableEntry("the token entry does not have the expected fields")
+    value, token_type = raw["value"], raw["token_type"]
+    if not isinstance(value, str) or not isinstance(token_type, str) or not token_type:
+        raise UnreadableEntry("the token entry has a value or type that is not text")
+    expires_at = _datetime_or_none(raw["expires_at"], "expires_at")
+    issued_at = _datetime_or_none(raw["issued_at"], "issued_at")
+    if expires_at is None or issued_at is None:
+        raise UnreadableEntry("the token entry lacks its times")
+    try:
+        return AccessToken(
+            value=value, token_type=token_type, expires_at=expires_at, issued_at=issued_at, scope=scope
+        )
+    except ValueError:
+        raise UnreadableEntry("the token entry does not pass validation") from None
+
+
+def ledger_from_document(data: dict[str, Any]) -> IssuanceLedger:
+    return IssuanceLedger(
+        last_issued_at=_datetime_or_none(data.get("last_issued_at"), "last_issued_at"),
+        blocked_until=_datetime_or_none(data.get("blocked_until"), "blocked_until"),
+    )
+
+
+def _datetime_or_none(value: object, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise UnreadableEntry(f"{field} is not an ISO datetime")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise UnreadableEntry(f"{field} is not an ISO datetime") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise UnreadableEntry(f"{field} has no timezone")
+    return moment
+
+
+def iso_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

@@ -1,0 +1,194 @@
+"""RedisTokenStore: one token per scope in Redis, shared by every host that uses one app key.
+
+Keys (``prefix`` defaults to ``qts``):
+
+- ``qts:token:<MODE>:<fingerprint>`` -- the same JSON document as the file store, with a TTL
+  of the token's remaining life, so Redis drops it when KIS would;
+- ``qts:ledger:<MODE>:<fingerprint>`` -- the scope's issuance ledger (one hour TTL: it only
+  matters for a minute);
+- ``qts:lock:<MODE>:<fingerprint>`` -- redis-py's ``Lock`` (SET NX PX with a token-checked
+  release), held for re-read -> re-check -> issue -> write, so one host sends the tokenP.
+
+Needs the optional extra: ``pip install 'qts-runtime[redis]'``. A corrupt or foreign value is
+a miss with a warning; only an unreachable server raises TokenStoreError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import redis
+import redis.exceptions
+
+from runtime.auth.file_store import (
+    UnreadableEntry,
+    empty_document,
+    iso_or_none,
+    ledger_from_document,
+    parse_document,
+    token_from_document,
+    token_to_json,
+)
+from runtime.auth.ports import ClockPort, IssuanceLedger
+from runtime.auth.stores import check_scope
+from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.errors import TokenStoreError
+
+__all__ = ["RedisTokenStore"]
+
+_log = logging.getLogger(__name__)
+
+_LEDGER_TTL = timedelta(hours=1)
+_MIN_TTL = timedelta(seconds=1)
+_PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+class RedisTokenStore:
+    """Tokens and issuance ledgers in Redis; see the module docstring.
+
+    ``clock`` gives the TTLs (the token's life left); ``lock_lease_s`` is how long a lock
+    outlives a holder that died, and must exceed the longest tokenP request.
+    Implements TokenStorePort, IssuanceLockPort, IssuanceLedgerPort and TokenListingPort.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        clock: ClockPort,
+        *,
+        prefix: str = "qts",
+        lock_lease_s: float = 120.0,
+    ) -> None:
+        if not _PREFIX.fullmatch(prefix):
+            raise ValueError("prefix must be 1-64 letters, digits, '_', '-' or '.'")
+        self._client = client
+        self._clock = clock
+        self._prefix = prefix
+        self._lease_s = lock_lease_s
+
+    @classmethod
+    def from_url(cls, url: str, clock: ClockPort, **options: Any) -> RedisTokenStore:
+        """A store on the server ``url`` names (``redis://``, ``rediss://``, ``unix://``).
+        Connects lazily; raises ValueError for a URL redis-py cannot read."""
+        client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        return cls(client, clock, **options)
+
+    def _key(self, kind: str, scope: BrokerScope) -> str:
+        return f"{self._prefix}:{kind}:{scope.mode.value}:{scope.key_fingerprint}"
+
+    # --- TokenStorePort ------------------------------------------------------------------------
+
+    def load(self, scope: BrokerScope) -> AccessToken | None:
+        data = self._get_document(self._key("token", scope), scope)
+        return token_from_document(data, scope) if data is not None else None
+
+    def save(self, scope: BrokerScope, token: AccessToken) -> None:
+        check_scope(scope, token)
+        document = empty_document(scope)
+        document["token"] = token_to_json(token)
+        ttl = max(token.expires_at - self._clock.now(), _MIN_TTL)
+        with self._errors("save a token to"):
+            self._client.set(self._key("token", scope), _dump(document), px=_ms(ttl))
+
+    def delete(self, scope: BrokerScope) -> None:
+        with self._errors("delete a token from"):
+            self._client.delete(self._key("token", scope))
+
+    # --- IssuanceLedgerPort --------------------------------------------------------------------
+
+    def load_ledger(self, scope: BrokerScope) -> IssuanceLedger:
+        data = self._get_document(self._key("ledger", scope), scope)
+        return ledger_from_document(data) if data is not None else IssuanceLedger()
+
+    def save_ledger(self, scope: BrokerScope, ledger: IssuanceLedger) -> None:
+        document = empty_document(scope)
+        document["last_issued_at"] = iso_or_none(ledger.last_issued_at)
+        document["blocked_until"] = iso_or_none(ledger.blocked_until)
+        with self._errors("save the issuance ledger to"):
+            self._client.set(self._key("ledger", scope), _dump(document), px=_ms(_LEDGER_TTL))
+
+    # --- IssuanceLockPort ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def issuance_lock(self, scope: BrokerScope, timeout_s: float) -> Iterator[None]:
+        """The scope's lock across hosts; not reentrant (the cache takes it once per get)."""
+        lock = self._client.lock(
+            self._key("lock", scope),
+            timeout=self._lease_s,
+            blocking_timeout=max(timeout_s, 0.0),
+            thread_local=True,
+        )
+        with self._errors("lock"):
+            acquired = lock.acquire()
+        if not acquired:
+            raise TokenStoreError(
+                f"another host or process has held the token lock for {scope} for more than {timeout_s:g} s"
+            )
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                _log.warning(
+                    "the token lock for %s expired before release (lease %g s); another holder may "
+                    "have issued meanwhile",
+                    scope,
+                    self._lease_s,
+                )
+            except redis.exceptions.RedisError as exc:
+                _log.warning("could not release the token lock for %s: %s", scope, exc)
+
+    # --- TokenListingPort ----------------------------------------------------------------------
+
+    def tokens(self) -> list[AccessToken]:
+        """Every readable token under the prefix, ordered by scope."""
+        pattern = re.compile(rf"{re.escape(self._prefix)}:token:(VTS|REAL):([0-9a-f]{{12}})")
+        found = []
+        with self._errors("list tokens in"):
+            keys = list(self._client.scan_iter(match=f"{self._prefix}:token:*", count=100))
+        for key in keys:
+            name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+            match = pattern.fullmatch(name)
+            if match is None:
+                continue
+            token = self.load(BrokerScope(Mode(match.group(1)), match.group(2)))
+            if token is not None:
+                found.append(token)
+        return sorted(found, key=lambda t: t.scope)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _get_document(self, key: str, scope: BrokerScope) -> dict[str, Any] | None:
+        with self._errors("read from"):
+            raw = self._client.get(key)
+        if raw is None:
+            return None
+        if not isinstance(raw, bytes):
+            raw = str(raw).encode("utf-8")
+        try:
+            return parse_document(raw, scope)
+        except UnreadableEntry as why:
+            _log.warning("ignoring Redis key %s: %s", key, why)
+            return None
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except redis.exceptions.RedisError as exc:
+            raise TokenStoreError(f"could not {action} the Redis token store: {exc}") from exc
+
+
+def _dump(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True).encode("utf-8")
+
+
+def _ms(duration: timedelta) -> int:
+    return max(int(duration.total_seconds() * 1000), 1)
