@@ -194,18 +194,59 @@ def test_real_mode_human_output_starts_with_the_marker(
 
 @pytest.mark.parametrize("extra", [[], ["--json"]], ids=["text", "json"])
 def test_status_needs_no_keys_and_no_network(qts: QTS, emulators: Emulators, extra: list[str]) -> None:
+    # A base URL but no keys at all: status must neither ask for keys nor touch the host.
+    result = qts.run("status", *extra, env=qts.env(KIS_VTS_BASE_URL=emulators.start("VTS").base_url))
+
+    assert result.returncode == 0, result
+    assert result.stderr == "", result
+    if extra:
+        payload = json.loads(result.stdout)
+        assert payload["store"].startswith("file:")
+        assert payload["tokens"] == []
+    else:
+        assert field(result, "store").startswith("file:")
+        assert "no cached tokens" in result.stdout
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]], ids=["text", "json"])
+def test_status_lists_the_stored_token_masked_without_keys_or_network(
+    qts: QTS, emulators: Emulators, vts_account: EmulatorAccount, extra: list[str]
+) -> None:
     emulator = emulators.start("VTS")
-    # A base URL but no keys: status must neither ask for keys nor touch the host.
+    issued = qts.run("--json", "token", env=qts.env(emulator, vts_account))
+    assert issued.returncode == 0, issued
+    before = emulator.counters()["requests_by_endpoint"]
+
     result = qts.run("status", *extra, env=qts.env(KIS_VTS_BASE_URL=emulator.base_url))
 
     assert result.returncode == 0, result
-    assert emulator.counters()["requests_by_endpoint"] == {}
+    assert emulator.counters()["requests_by_endpoint"] == before
+    token = json.loads(issued.stdout)
     if extra:
-        payload = json.loads(result.stdout)
-        assert payload["store"]
-        assert isinstance(payload["tokens"], list)
+        (row,) = json.loads(result.stdout)["tokens"]
+        assert row["mode"] == "VTS"
+        assert row["key_fingerprint"] == token["key_fingerprint"]
+        assert row["token"] == token["token"]
     else:
-        assert field(result, "store")
+        (line,) = [line for line in result.stdout_lines if line.startswith("VTS ")]
+        assert token["key_fingerprint"] in line
+        assert line.endswith(token["token"])
+
+
+def test_second_token_comes_from_the_store_without_a_tokenp(
+    qts: QTS, emulators: Emulators, vts_account: EmulatorAccount
+) -> None:
+    emulator = emulators.start("VTS")
+    env = qts.env(emulator, vts_account)
+
+    first, second = qts.run("token", env=env), qts.run("token", env=env)
+
+    assert (first.returncode, second.returncode) == (0, 0), (first, second)
+    assert field(first, "source") == "issued"
+    assert field(second, "source") == "cache"
+    assert field(second, "token") == field(first, "token")
+    assert requests_to(emulator, TOKEN_PATH) == 1
+    assert second.stderr == "", second  # no wait for the issuance window: nothing was issued
 
 
 def test_quote_prints_the_price_kis_reports(
@@ -395,7 +436,9 @@ def test_errors_exit_with_their_code_in_two_lines_and_a_traceback_only_with_v(
 ) -> None:
     env = case.env(Setup(qts, emulators, vts_account))
 
-    plain, verbose = qts.run_all((case.args, env), (("-v", *case.args), env))
+    # Each process its own token folder: the file store's tokenP ledger must not make one wait for the other.
+    verbose_env = {**env, "XDG_CACHE_HOME": str(qts.tmp_path / "cache-verbose")}
+    plain, verbose = qts.run_all((case.args, env), (("-v", *case.args), verbose_env))
 
     assert plain.returncode == case.exit_code, plain
     # Nothing on stdout but, in REAL mode, the marker printed before anything was sent.
