@@ -112,19 +112,22 @@ class KISBrokerAdapter:
         reply = self._exchange(
             "POST", auth.REVOKE_PATH, self._auth_headers, timeout_s, body=body, idempotent=False
         )
-        auth.parse_revoke_reply(reply, self._scrub)
+        auth.parse_revoke_reply(reply, lambda text: self._scrub(text, token.value))
         _log.debug("revokeP accepted %s", token.masked)
 
     def send(
         self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
     ) -> BrokerResponse:
-        self._check_scope(token)
+        if token.scope is not self._scope:  # tokens this adapter issued share its scope object
+            self._check_scope(token)
         if request.is_order:
             raise OrderRefusedError(f"{request.path} is an order endpoint; Phase 2 sends no orders")
-        headers = dict(self._call_headers)
-        headers["authorization"] = token.authorization
-        headers["tr_id"] = tr_id_for_mode(request.tr_id, self._mode)
-        headers["tr_cont"] = request.tr_cont
+        headers = {
+            **self._call_headers,
+            "authorization": token.authorization,
+            "tr_id": tr_id_for_mode(request.tr_id, self._mode),
+            "tr_cont": request.tr_cont,
+        }
         body = json.dumps(dict(request.body)).encode() if request.body is not None else None
         reply = self._exchange(
             request.method,
@@ -135,7 +138,7 @@ class KISBrokerAdapter:
             query=request.params if request.method == "GET" else None,
             idempotent=request.method == "GET",
         )
-        data, envelope = auth.classify_call(reply, self._scrub)
+        data, envelope = auth.classify_call(reply, lambda text: self._scrub(text, token.value))
         return BrokerResponse(
             status=reply.status,
             body=data,
@@ -186,9 +189,9 @@ class KISBrokerAdapter:
         if token.scope != self._scope:
             raise ScopeMismatchError(f"a token of {token.scope} cannot be used for {self._scope}")
 
-    def _scrub(self, text: str) -> str:
+    def _scrub(self, text: str, *also: str) -> str:
         """Server text may echo what we sent; never let a secret ride out in an error message."""
-        for secret in (self._credentials.app_secret, self._credentials.app_key):
+        for secret in (self._credentials.app_secret, self._credentials.app_key, *also):
             if secret and secret in text:
                 text = text.replace(secret, mask(secret))
         return text

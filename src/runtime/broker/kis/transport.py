@@ -95,6 +95,15 @@ def exchange(
 
 
 def _read_capped(response: urllib3.BaseHTTPResponse) -> bytes:
+    length = response.length_remaining if isinstance(response, urllib3.HTTPResponse) else None
+    if (
+        length is not None
+        and length <= MAX_BODY_BYTES
+        and response.headers.get("content-encoding", "identity") == "identity"
+    ):
+        # The usual KIS answer: an unencoded body of known size under the cap. One read takes
+        # exactly that many bytes; streaming in chunks costs a second read and a buffer per call.
+        return response.read()
     chunks: list[bytes] = []
     size = 0
     for chunk in response.stream(_CHUNK, decode_content=True):
