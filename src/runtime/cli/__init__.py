@@ -9,26 +9,30 @@ Heavy modules are imported inside each command so ``qts --help`` starts fast.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runtime.cli.output import Output
+if TYPE_CHECKING:
+    from runtime.cli.output import Output
 
 __all__ = ["main"]
 
-Handler = Callable[[argparse.Namespace, Output], int]
+# A string, so that `qts --help` does not import the output module (json, zoneinfo) to build it.
+Handler = Callable[[argparse.Namespace, "Output"], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``qts`` with ``argv`` (default: the process arguments); returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
+    from runtime.cli.output import Output
+
     out = Output(as_json=args.json)
     if args.verbose:
+        import logging
+
         logging.basicConfig(
             level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
         )
@@ -53,6 +57,8 @@ def _report(exc: Exception, out: Output, *, verbose: bool) -> int:
     from runtime.errors import QTSError
 
     if verbose:
+        import traceback
+
         traceback.print_exception(exc, file=out.stderr)
     if isinstance(exc, QTSError):
         out.error(f"qts: {exc}")
@@ -95,9 +101,20 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    from runtime.cli import commands
+def _lazy(name: str) -> Handler:
+    """The subcommand ``name`` of ``runtime.cli.commands``, imported only when it runs."""
 
+    def run(args: argparse.Namespace, out: Output) -> int:
+        from runtime.cli import commands
+
+        handler: Handler = getattr(commands, name)
+        return handler(args, out)
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qts",
         description="QTS Runtime: a safe connection to the KIS Open API (한국투자증권). Never sends orders.",
@@ -113,20 +130,20 @@ def _parser() -> argparse.ArgumentParser:
 
     command(
         "demo",
-        commands.demo,
+        _lazy("demo"),
         "walk the whole Phase 2 flow against the embedded KIS emulator (no account needed)",
     )
     token = command(
-        "token", commands.token, "ensure a valid token for the configured mode and show it (masked)"
+        "token", _lazy("token"), "ensure a valid token for the configured mode and show it (masked)"
     )
     token.add_argument("--reveal", action="store_true", help="print only the raw token on stdout, for pipes")
-    command("status", commands.status, "show cached tokens per (mode, key fingerprint); no network")
-    quote = command("quote", commands.quote, "read-only current price of a stock through the runtime")
+    command("status", _lazy("status"), "show cached tokens per (mode, key fingerprint); no network")
+    quote = command("quote", _lazy("quote"), "read-only current price of a stock through the runtime")
     quote.add_argument("code", help="6-digit stock code, e.g. 005930")
     quote.add_argument("--market", default="J", choices=["J", "NX", "UN", "W"], help="FID_COND_MRKT_DIV_CODE")
-    command("revoke", commands.revoke, "revoke the cached token at KIS and drop it from the store")
+    command("revoke", _lazy("revoke"), "revoke the cached token at KIS and drop it from the store")
     emulator = command(
-        "emulator", commands.emulator, "run the offline KIS emulator in the foreground until Ctrl-C"
+        "emulator", _lazy("emulator"), "run the offline KIS emulator in the foreground until Ctrl-C"
     )
     emulator.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     emulator.add_argument("--port", type=int, default=0, help="port (default: a free one)")
