@@ -417,7 +417,7 @@ ERROR_CASES = [
     ErrorCase("not a stock code", ("quote", "ABC"), 2, "'ABC'", _plain),
     ErrorCase("wrong app secret", ("token",), 3, "EGW00105", _wrong_secret),
     ErrorCase("VTS key on the REAL host", ("token",), 3, "EGW02004", _vts_key_on_real_host),
-    ErrorCase("connection refused", ("token",), 4, "", _refused),
+    ErrorCase("connection refused", ("token",), 4, "refused", _refused),
     ErrorCase("HTML 502 on tokenP", ("token",), 4, "", _faulty("html_502")),
     ErrorCase("malformed JSON on tokenP", ("token",), 4, "", _faulty("malformed_json")),
     ErrorCase(
