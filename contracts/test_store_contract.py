@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from runtime.auth.ports import TokenStorePort
+from runtime.auth.file_store import FileTokenStore
+from runtime.auth.ports import (
+    IssuanceLedger,
+    IssuanceLedgerPort,
+    IssuanceLockPort,
+    TokenListingPort,
+    TokenStorePort,
+)
 from runtime.auth.stores import InMemoryTokenStore
 from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.clock import FakeClock
 from runtime.errors import ScopeMismatchError
 from runtime.masking import fingerprint
+from tests.runtime.stores.redis_server import redis_server
 
-STORES: dict[str, Callable[[], TokenStorePort]] = {
-    "memory": InMemoryTokenStore,
+
+def _file_store(request: pytest.FixtureRequest) -> TokenStorePort:
+    return FileTokenStore(request.getfixturevalue("tmp_path") / "qts")
+
+
+def _redis_store(request: pytest.FixtureRequest) -> TokenStorePort:
+    from runtime.auth.redis_store import RedisTokenStore
+
+    url = request.getfixturevalue("redis_url")
+    # A clock at T0 so the tokens below have their whole life left as the key's TTL.
+    return RedisTokenStore.from_url(url, FakeClock(T0), prefix=f"contract-{uuid.uuid4().hex}")
+
+
+#: Every store, built for one test (the request gives it a folder or a server).
+STORES: dict[str, Callable[[pytest.FixtureRequest], TokenStorePort]] = {
+    "memory": lambda _request: InMemoryTokenStore(),
+    "file": _file_store,
+    "redis": _redis_store,
 }
 
 VTS = BrokerScope(Mode.VTS, fingerprint("PSvts-key-one"))
@@ -33,9 +59,15 @@ def token(scope: BrokerScope, n: int = 1) -> AccessToken:
     )
 
 
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
 @pytest.fixture(params=sorted(STORES))
 def store(request: pytest.FixtureRequest) -> TokenStorePort:
-    return STORES[request.param]()
+    return STORES[request.param](request)
 
 
 def test_an_empty_store_loads_nothing(store: TokenStorePort) -> None:
@@ -79,3 +111,36 @@ def test_delete_forgets_only_that_scope_and_is_idempotent(store: TokenStorePort)
     store.delete(VTS)
     assert store.load(VTS) is None
     assert store.load(REAL) == token(REAL)
+
+
+def test_every_store_lists_what_it_holds(store: TokenStorePort) -> None:
+    assert isinstance(store, TokenListingPort)
+    assert store.tokens() == []
+    store.save(REAL, token(REAL))
+    store.save(VTS, token(VTS))
+    assert store.tokens() == sorted([token(VTS), token(REAL)], key=lambda t: t.scope)
+
+
+def test_the_issuance_ledger_round_trips_per_scope_and_leaves_the_token_alone(store: TokenStorePort) -> None:
+    assert isinstance(store, IssuanceLedgerPort)
+    assert store.load_ledger(VTS) == IssuanceLedger()
+    store.save(VTS, token(VTS))
+    ledger = IssuanceLedger(last_issued_at=T0, blocked_until=T0 + timedelta(seconds=61))
+    store.save_ledger(VTS, ledger)
+    assert store.load_ledger(VTS) == ledger
+    assert store.load_ledger(REAL) == IssuanceLedger()
+    assert store.load(VTS) == token(VTS)
+    store.delete(VTS)
+    assert store.load_ledger(VTS) == ledger  # the budget outlives the token
+
+
+def test_shared_stores_offer_a_per_scope_issuance_lock(request: pytest.FixtureRequest) -> None:
+    for name, build in STORES.items():
+        built = build(request)
+        if name == "memory":
+            assert not isinstance(built, IssuanceLockPort)  # one process: the cache's own lock suffices
+            continue
+        assert isinstance(built, IssuanceLockPort)
+        with built.issuance_lock(VTS, 1.0), built.issuance_lock(REAL, 1.0):
+            built.save(VTS, token(VTS))  # a save inside the lock does not wait for it
+        assert built.load(VTS) == token(VTS)
