@@ -263,10 +263,10 @@ def test_junk_token_store_specs_are_refused(raw: str) -> None:
 
 
 @pytest.mark.usefixtures("vts_keys")
-def test_token_store_defaults_to_memory_and_is_read_from_the_environment(
+def test_token_store_defaults_to_the_file_store_and_is_read_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert load_settings().token_store == TokenStoreSpec(StoreKind.MEMORY)
+    assert load_settings().token_store == TokenStoreSpec(StoreKind.FILE)
     monkeypatch.setenv("QTS_TOKEN_STORE", "file:/tmp/t.json")
 
     assert load_settings().token_store == TokenStoreSpec(StoreKind.FILE, "/tmp/t.json")  # noqa: S108

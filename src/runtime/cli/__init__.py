@@ -11,16 +11,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
+# Only for the type checker (which treats any TYPE_CHECKING as true): `qts --help` imports
+# neither typing nor the output module (json, zoneinfo, datetime).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn, TypeAlias
+
     from runtime.cli.output import Output
 
-__all__ = ["main"]
+    Handler: TypeAlias = Callable[[argparse.Namespace, Output], int]
 
-# A string, so that `qts --help` does not import the output module (json, zoneinfo) to build it.
-Handler = Callable[[argparse.Namespace, "Output"], int]
+__all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,8 +117,15 @@ def _lazy(name: str) -> Handler:
     return run
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is two plain lines like every other qts error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"qts: {message}\n     run `{self.prog} --help` for usage\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qts",
         description="QTS Runtime: a safe connection to the KIS Open API (한국투자증권). Never sends orders.",
     )

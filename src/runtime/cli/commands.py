@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -200,6 +201,8 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
     out.line(f"KIS_{mode}_APP_KEY={account.app_key}")
     out.line(f"KIS_{mode}_APP_SECRET={account.app_secret}")
     out.data({"mode": mode, "base_url": base_url})
+    # A service manager stops us with SIGTERM: treat it like Ctrl-C so the server shuts down cleanly.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
@@ -207,6 +210,10 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def demo(args: argparse.Namespace, out: Output) -> int:

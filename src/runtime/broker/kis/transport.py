@@ -124,12 +124,13 @@ def _unavailable(reason: BaseException) -> BrokerUnavailableError | TLSVerificat
         )
     if isinstance(reason, NameResolutionError):
         return BrokerUnavailableError("cannot resolve the KIS host name (DNS)", request_sent=False)
-    if isinstance(reason, ConnectTimeoutError):
-        return BrokerUnavailableError("timed out connecting to KIS", request_sent=False)
+    # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first.
     if isinstance(reason, NewConnectionError):
         return BrokerUnavailableError(
             "could not connect to KIS (connection refused or unreachable)", request_sent=False
         )
+    if isinstance(reason, ConnectTimeoutError):
+        return BrokerUnavailableError("timed out connecting to KIS", request_sent=False)
     if isinstance(reason, ReadTimeoutError):
         return BrokerUnavailableError("KIS did not answer in time (read timeout)")
     if isinstance(reason, ProtocolError):
