@@ -462,8 +462,8 @@ def test_usage_errors_exit_2_in_two_lines(qts: QTS, args: tuple[str, ...]) -> No
     assert result.returncode == 2, result
     assert result.stdout == "", result
     assert "Traceback" not in result.stderr
-    assert result.stderr_lines[-1].startswith("qts"), result
-    assert "error" in result.stderr_lines[-1], result
+    assert result.stderr_lines[0].startswith("qts: "), result
+    assert "--help" in result.stderr_lines[-1], result  # says what to do next
     assert len(result.stderr_lines) <= 2, f"usage error longer than 2 lines:\n{result}"
 
 
