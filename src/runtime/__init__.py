@@ -14,8 +14,12 @@ Names are imported lazily so ``import runtime`` stays cheap (the CLI starts fast
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import sys
+
+# Not `from typing import TYPE_CHECKING`: importing typing (and re, enum, collections with it)
+# would double the cost of `import runtime` in a clean environment. Type checkers treat any
+# name TYPE_CHECKING as true.
+TYPE_CHECKING = False
 
 __all__ = [
     "AccessToken",
@@ -57,6 +61,8 @@ _LOCATIONS = {
 }
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from runtime import errors
     from runtime.auth.ports import TokenStorePort
     from runtime.auth.session import KISRuntime
@@ -79,8 +85,14 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name == "errors":
-        return importlib.import_module("runtime.errors")
+        return _module("runtime.errors")
     module = _LOCATIONS.get(name)
     if module is None:
         raise AttributeError(f"module 'runtime' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return getattr(_module(module), name)
+
+
+def _module(name: str) -> Any:
+    # __import__ is a builtin: no importlib import at start-up.
+    __import__(name)
+    return sys.modules[name]
