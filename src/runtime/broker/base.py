@@ -8,6 +8,7 @@ so nothing in this module knows about HTTP, JSON or environment variables.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -127,6 +128,15 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
+@functools.lru_cache(maxsize=256)
+def _is_api_path(value: str) -> bool:
+    # A path, never a URL: the adapter alone decides which host a request goes to.
+    # Dot segments would be folded away by the HTTP client and could hide an order path.
+    # Cached: a trading system calls the same few paths thousands of times.
+    dotted = any(segment in ("", ".", "..") for segment in value.split("/")[1:-1]) or value.endswith("/.")
+    return bool(_PATH.fullmatch(value)) and not dotted
+
+
 def _upper(value: str) -> str:
     return value.upper()
 
@@ -152,10 +162,7 @@ class BrokerRequest:
 
     @path.validator
     def _check_path(self, _attribute: attrs.Attribute[str], value: str) -> None:
-        # A path, never a URL: the adapter alone decides which host a request goes to.
-        # Dot segments would be folded away by the HTTP client and could hide an order path.
-        dotted = any(segment in ("", ".", "..") for segment in value.split("/")[1:-1]) or value.endswith("/.")
-        if not _PATH.fullmatch(value) or dotted:
+        if not _is_api_path(value):
             raise ValueError(f"path must be an absolute API path like /uapi/..., got {value!r}")
 
     @tr_id.validator

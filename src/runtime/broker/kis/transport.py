@@ -65,7 +65,7 @@ def exchange(
         response = http.request(
             method,
             url,
-            headers=dict(headers),
+            headers=headers,
             body=body,
             fields=dict(query) if query else None,
             timeout=timeout,
@@ -91,7 +91,8 @@ def exchange(
         ) from exc
     finally:
         response.release_conn()
-    return HttpReply(response.status, {k.lower(): v for k, v in response.headers.items()}, data)
+    # urllib3's HTTPHeaderDict is already a case-insensitive mapping: no copy per call.
+    return HttpReply(response.status, response.headers, data)
 
 
 def _read_capped(response: urllib3.BaseHTTPResponse) -> bytes:

@@ -113,12 +113,18 @@ def decode_json_object(body: bytes, what: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise MalformedResponseError(f"{what} is not UTF-8 text") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _decoder().decode(text)
     except (ValueError, RecursionError):
         raise MalformedResponseError(f"{what} is not valid JSON") from None
     if not isinstance(data, dict):
         raise MalformedResponseError(f"{what} is JSON but not an object")
     return data
+
+
+@functools.cache
+def _decoder() -> json.JSONDecoder:
+    # One decoder for every answer: json.loads with options would build a new one per call.
+    return json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _reject_constant(name: str) -> Any:
