@@ -12,6 +12,7 @@ from runtime.auth.file_store import FileTokenStore
 from runtime.auth.ports import IssuanceLedger
 from runtime.auth.stores import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache, TokenSource
+from runtime.broker.base import AccessToken
 from runtime.clock import FakeClock
 from runtime.errors import (
     BrokerUnavailableError,
@@ -235,3 +236,23 @@ def test_a_process_local_store_keeps_the_ledger_in_memory(broker: FakeBroker, cl
     with pytest.raises(IssuanceRateLimitedError):
         cache.get()
     assert store.load_ledger(broker.scope).last_issued_at == clock.now()
+
+
+def test_a_wait_allowance_extends_the_deadline_for_the_wait_only(
+    broker: FakeBroker, store: FileTokenStore, clock: FakeClock
+) -> None:
+    cache = make_cache(broker, store, clock)
+    cache.invalidate(cache.get())
+    seen: list[float | None] = []
+    original = broker.issue_token
+
+    def issue(*, timeout_s: float | None = None) -> AccessToken:
+        seen.append(timeout_s)
+        return original(timeout_s=timeout_s)
+
+    broker.issue_token = issue  # type: ignore[method-assign]
+
+    cache.get(timeout_s=20, budget_wait_s=65)
+
+    assert broker.issue_calls == 2
+    assert seen == [pytest.approx(20)]  # tokenP itself still gets the call deadline, not 20 + 65

@@ -126,7 +126,7 @@ class TokenCache:
         with self._lock:
             return self._load_from_store()
 
-    def get(self, *, timeout_s: float | None = None) -> AccessToken:
+    def get(self, *, timeout_s: float | None = None, budget_wait_s: float = 0.0) -> AccessToken:
         """A token for this scope that stays valid for at least the margin.
 
         A stale token that KIS will not renew yet (it hands back the same one within 6 h)
@@ -134,6 +134,10 @@ class TokenCache:
         whatever the broker's ``issue_token`` raises, StaleTokenError when KIS hands back a
         token it has rejected, and BrokerUnavailableError when another thread's issuance
         does not finish within ``timeout_s``.
+
+        With a budget, a tokenP it holds off is waited for only if the wait fits in
+        ``timeout_s`` plus ``budget_wait_s`` (time granted for that wait alone, on top of the
+        deadline: ``qts token`` gives it 65 s); otherwise IssuanceRateLimitedError at once.
         """
         entry = self._entry
         if entry is not None and self._clock.now() < entry.refresh_at:
@@ -145,25 +149,37 @@ class TokenCache:
             raise BrokerUnavailableError(
                 f"timed out after {timeout:g} s waiting for a token issuance in progress"
             )
+        allowance = max(budget_wait_s, 0.0)
+        waited = timedelta(0)
+
+        def left() -> float | None:
+            # Time spent waiting for the budget is charged to the allowance first.
+            if timeout_s is None:
+                return None
+            excused = min(waited.total_seconds(), allowance)
+            return timeout - (self._clock.monotonic() - started - excused)
+
         try:
-            waited = timedelta(0)
             while True:
                 entry = self._entry
                 if entry is not None and self._clock.now() < entry.refresh_at:
                     self.last_source = TokenSource.MEMORY
                     return entry.token  # another thread refreshed while we waited
-                left = None if timeout_s is None else timeout - (self._clock.monotonic() - started)
-                with self._store_lock(timeout if left is None else max(left, 0.0)):
-                    outcome = self._get_locked(left if timeout_s is not None else None)
+                remaining = left()
+                with self._store_lock(timeout if remaining is None else max(remaining, 0.0)):
+                    outcome = self._get_locked(remaining)
                 if isinstance(outcome, AccessToken):
                     return outcome
                 # Blocked by the budget: wait outside the store lock so that other processes
                 # can still read the store, then start over (one of them may have issued).
                 if self._budget is None:  # pragma: no cover - only the budget blocks
                     raise AssertionError("blocked without a budget")
-                if timeout_s is not None:
-                    left = timeout - (self._clock.monotonic() - started)
-                self._budget.wait(outcome.wait, time_left_s=left, already_waited=waited, cause=outcome.cause)
+                remaining = left()
+                if remaining is not None:
+                    remaining += allowance - min(waited.total_seconds(), allowance)
+                self._budget.wait(
+                    outcome.wait, time_left_s=remaining, already_waited=waited, cause=outcome.cause
+                )
                 waited += outcome.wait
         finally:
             self._lock.release()

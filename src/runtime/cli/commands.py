@@ -77,7 +77,7 @@ def token(args: argparse.Namespace, out: Output) -> int:
     with _runtime(args, out, machine_stdout=reveal, settings=settings) as kis:
         # The budget's wait (at most MAX_WAIT) comes on top of the call deadline here; a quote
         # keeps its deadline and gets exit 5 at once instead.
-        access = kis.cache.get(timeout_s=settings.call_deadline_s + MAX_WAIT.total_seconds())
+        access = kis.cache.get(timeout_s=settings.call_deadline_s, budget_wait_s=MAX_WAIT.total_seconds())
         if reveal:
             out.raw(access.value)
             return 0
