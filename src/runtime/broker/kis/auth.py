@@ -186,6 +186,9 @@ def _decode_or_raise(reply: HttpReply, what: str, scrub: Scrub) -> dict[str, Any
 
 
 def _raise_for_kis_error(reply: HttpReply, data: dict[str, Any], scrub: Scrub) -> None:
+    if "rt_cd" in data and not isinstance(data["rt_cd"], str):
+        # rt_cd is a string flag ("0" = success, §5); a number there is a gateway we cannot read.
+        raise MalformedResponseError("KIS's answer has a non-string rt_cd")
     code = _kis_code(data)
     if code is not None:
         # Mask before cutting: a cut could leave a partial secret that no longer matches.
