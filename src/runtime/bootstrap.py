@@ -15,6 +15,7 @@ import urllib3
 
 from runtime.auth.budget import ISSUE_INTERVAL, IssuanceBudget, WaitHook
 from runtime.auth.file_store import FileTokenStore
+from runtime.auth.pacing import DEFAULT_MAX_RPS, Pacer
 from runtime.auth.ports import IssuanceLockPort, TokenStorePort
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores import InMemoryTokenStore
@@ -83,7 +84,10 @@ def build_runtime(
         budget=budget,
     )
     on_close = http.clear if owned_http and http is not None else None
-    return KISRuntime(broker, cache, clock, call_deadline_s=settings.call_deadline_s, on_close=on_close)
+    pacer = Pacer(clock, settings.max_rps or DEFAULT_MAX_RPS[settings.mode])
+    return KISRuntime(
+        broker, cache, clock, call_deadline_s=settings.call_deadline_s, pacer=pacer, on_close=on_close
+    )
 
 
 def build_http(ca_bundle: Path | None = None) -> urllib3.PoolManager:

@@ -41,10 +41,12 @@ ENV_VARIABLES = (
     "QTS_REFRESH_MARGIN_S",
     "QTS_CALL_DEADLINE_S",
     "QTS_WAIT_ON_RATE_LIMIT",
+    "QTS_MAX_RPS",
 )
 
 _MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
 _MAX_DEADLINE_S = 600.0
+_MAX_RPS = 20.0  # KIS_API.md §11: REAL allows 20 calls per second per key
 
 
 def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Settings:
@@ -66,6 +68,7 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
     deadline_s = env.float("QTS_CALL_DEADLINE_S", 20.0)
     raw_store = env.str("QTS_TOKEN_STORE", "file")
     wait_on_rate_limit = env.bool("QTS_WAIT_ON_RATE_LIMIT", True)
+    raw_max_rps = env.str("QTS_MAX_RPS", "")  # empty: the mode's default (VTS 2/s, REAL 15/s)
     raw_ca = env.str("KIS_CA_BUNDLE", "")
     raw_urls = {m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode}
     raw_keys = {
@@ -116,6 +119,10 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
             f"must be above 0 and at most {_MAX_DEADLINE_S:g} seconds, got {deadline_s:g}"
         )
 
+    max_rps = _optional_rate(raw_max_rps)
+    if max_rps is not None and not 0 < max_rps <= _MAX_RPS:
+        problems["QTS_MAX_RPS"] = f"must be a number above 0 and at most {_MAX_RPS:g} (KIS's REAL limit)"
+
     ca_bundle = Path(raw_ca).expanduser() if raw_ca else None
     if ca_bundle is not None and not ca_bundle.is_file():
         problems["KIS_CA_BUNDLE"] = f"{raw_ca!r} is not a readable file"
@@ -131,6 +138,7 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
         call_deadline_s=deadline_s,
         ca_bundle=ca_bundle,
         wait_on_rate_limit=bool(wait_on_rate_limit),
+        max_rps=max_rps,
     )
 
 
@@ -188,6 +196,16 @@ def parse_store_spec(text: str) -> TokenStoreSpec:
     if value.lower().startswith(("redis://", "rediss://", "unix://")):
         return TokenStoreSpec(StoreKind.REDIS, value)
     raise ValueError(f"{text!r} is not allowed; use memory, file, file:PATH or redis://HOST:PORT/DB")
+
+
+def _optional_rate(text: str) -> float | None:
+    """Empty means "the default"; anything unparsable becomes NaN so the range check names it."""
+    if not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
 
 
 def _is_loopback(host: str) -> bool:

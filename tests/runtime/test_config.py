@@ -436,3 +436,33 @@ def test_a_config_error_never_shows_the_secret_or_the_app_key(
     for text in (str(error), repr(error), *error.problems.values()):
         assert VTS_SECRET not in text
         assert VTS_KEY not in text
+
+
+@pytest.mark.usefixtures("vts_keys")
+@pytest.mark.parametrize(("raw", "expected"), [("", None), ("5", 5.0), ("0.5", 0.5), ("20", 20.0)])
+def test_qts_max_rps_is_optional_and_read_as_a_rate(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: float
+) -> None:
+    monkeypatch.setenv("QTS_MAX_RPS", raw)
+    assert load_settings().max_rps == expected
+
+
+@pytest.mark.usefixtures("vts_keys")
+@pytest.mark.parametrize("raw", ["0", "-1", "25", "fast", "nan", "inf"])
+def test_qts_max_rps_out_of_range_or_not_a_number_is_named(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("QTS_MAX_RPS", raw)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert set(info.value.problems) == {"QTS_MAX_RPS"}
+
+
+def test_the_committed_env_example_loads_once_keys_are_filled_in(tmp_path: Path) -> None:
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text(encoding="utf-8")
+    filled = example.replace("KIS_VTS_APP_KEY=\n", f"KIS_VTS_APP_KEY={'k' * 36}\n").replace(
+        "KIS_VTS_APP_SECRET=\n", f"KIS_VTS_APP_SECRET={'s' * 180}\n"
+    )
+    env_file = tmp_path / ".env"
+    env_file.write_text(filled, encoding="utf-8")
+    settings = load_settings(env_file)
+    assert settings.mode.value == "VTS"
+    assert settings.max_rps is None
