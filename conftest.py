@@ -1,4 +1,4 @@
-"""Shared fixtures: a clean environment for every test and a fake clock."""
+"""Fixtures shared by tests/ and contracts/: a clean environment for every test and a fake clock."""
 
 from __future__ import annotations
 
