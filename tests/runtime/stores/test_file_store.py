@@ -6,6 +6,9 @@ import json
 import logging
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -179,18 +182,40 @@ def test_a_file_readable_by_others_is_still_read_and_tightened(store: FileTokenS
     assert mode_of(store.path_for(VTS)) == 0o600
 
 
-def test_an_unwritable_folder_raises_token_store_error_and_keeps_the_old_file(
+def test_a_failed_write_raises_token_store_error_and_keeps_the_old_file(
     store: FileTokenStore, folder: Path
 ) -> None:
-    if os.getuid() == 0:
-        pytest.skip("root writes into read-only folders")
+    # Permissions do not stop root (CI runs as root), so the write is made to fail with a file
+    # size limit instead: EFBIG on the temporary file, in a child so pytest's own files are spared.
     store.save(VTS, token())
-    folder.chmod(0o500)
-    try:
-        with pytest.raises(TokenStoreError):
-            store.save(VTS, token(value="eyJanother-token-value-0123456789abcdef"))
-    finally:
-        folder.chmod(0o700)
+    before = store.path_for(VTS).read_bytes()
+    child = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        from datetime import UTC, datetime
+        from runtime.auth.file_store import FileTokenStore
+        from runtime.broker.base import AccessToken, BrokerScope, Mode
+        from runtime.errors import TokenStoreError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+        scope = BrokerScope(Mode.VTS, {VTS.key_fingerprint!r})
+        new = AccessToken(
+            value="eyJanother-token-value-0123456789abcdef", token_type="Bearer",
+            expires_at=datetime(2030, 1, 1, tzinfo=UTC), issued_at=datetime(2029, 12, 31, tzinfo=UTC),
+            scope=scope,
+        )
+        try:
+            FileTokenStore({str(folder)!r}).save(scope, new)
+        except TokenStoreError:
+            sys.exit(0)
+        sys.exit(3)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert store.path_for(VTS).read_bytes() == before
     assert store.load(VTS) == token()
 
 
