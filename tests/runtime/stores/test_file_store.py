@@ -211,9 +211,8 @@ def test_a_failed_write_raises_token_store_error_and_keeps_the_old_file(
         sys.exit(3)
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", child], capture_output=True, text=True, timeout=60, check=False
-    )
+    command = [sys.executable, "-c", child]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603 (our script)
     assert result.returncode == 0, result.stderr
     assert store.path_for(VTS).read_bytes() == before
     assert store.load(VTS) == token()
