@@ -34,6 +34,7 @@ from runtime.errors import (
     RateLimitedError,
     ScopeMismatchError,
     StaleTokenError,
+    TokenStoreError,
 )
 
 __all__ = ["TokenCache", "TokenSource"]
@@ -191,9 +192,18 @@ class TokenCache:
             self._no_refresh_before.pop(token.value, None)
             if self._entry is not None and self._entry.token.value == token.value:
                 self._entry = None
-            stored = self._store.load(self._scope)  # raw: _load_from_store hides rejected tokens
-            if stored is not None and stored.value == token.value:
-                self._store.delete(self._scope)
+            try:
+                # Compare and delete under the store's issuance lock: without it, another process
+                # could save its fresh token between our load and our delete, and we would delete
+                # that one (found by the soak: every worker then waits out the tokenP budget).
+                with self._store_lock(self._lock_timeout_s):
+                    stored = self._store.load(self._scope)  # raw: _load_from_store hides rejected ones
+                    if stored is not None and stored.value == token.value:
+                        self._store.delete(self._scope)
+            except TokenStoreError as exc:
+                # This cache never serves the token again (it is in _rejected); another process
+                # still holding it learns of the rejection from KIS on its next call.
+                _log.warning("could not drop rejected token %s from the store: %s", token.masked, exc)
         _log.info("token %s invalidated for %s", token.masked, self._scope)
 
     def forget(self) -> AccessToken | None:
