@@ -5,18 +5,19 @@ backlog is full (a true connect timeout on loopback, no root needed), one that a
 never answers, and a port nobody listens on. Plus the one place that runs ``qts`` in-process
 with a hard time limit, so a command that overruns its deadline fails the test instead of
 hanging the suite.
+
+The raw socket peers are shared with the broker tests and live in ``tests.support.servers``;
+they are re-exported here for the hostile tests.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,12 @@ import pytest
 from runtime.broker.base import AccessToken, BrokerScope
 from runtime.broker.kis.emulator import demo_account
 from tests.support.kis import jwt, recorded, token_reply
+from tests.support.servers import LOOPBACK as LOOPBACK
+from tests.support.servers import BacklogFullServer as BacklogFullServer
+from tests.support.servers import LoopbackHTTPServer, Reply
+from tests.support.servers import SilentServer as SilentServer
+from tests.support.servers import closed_url as closed_url
 
-LOOPBACK = "127.0.0.1"
 TOKEN_PATH = "/oauth2/tokenP"
 REVOKE_PATH = "/oauth2/revokeP"
 PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
@@ -77,23 +82,14 @@ def _normal(path: str) -> Canned:
     return Canned.json(200, recorded("inquire_price_success"))
 
 
-class ScriptedKIS:
+class ScriptedKIS(LoopbackHTTPServer):
     """A stdlib HTTP/1.1 server playing KIS: well-formed answers, except on armed paths."""
 
     def __init__(self) -> None:
         self._armed: dict[str, Canned] = {}
         self._lock = threading.Lock()
         self.requests: list[str] = []
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}"
+        super().__init__()
 
     def arm(self, path: str, canned: Canned) -> None:
         """Answer every request to ``path`` with ``canned`` from now on."""
@@ -104,122 +100,12 @@ class ScriptedKIS:
         with self._lock:
             self._armed.clear()
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def _answer(self, path: str) -> Canned:
+    def answer(self, request: BaseHTTPRequestHandler, body: bytes) -> Reply:
+        path = request.path.split("?", 1)[0]
         with self._lock:
             self.requests.append(path)
-            return self._armed.get(path) or _normal(path)
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 5
-
-            def do_GET(self) -> None:
-                self._handle()
-
-            def do_POST(self) -> None:
-                self._handle()
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                if length:
-                    self.rfile.read(length)
-                canned = owner._answer(self.path.split("?", 1)[0])
-                self.send_response(canned.status)
-                self.send_header("content-type", canned.content_type)
-                self.send_header("content-length", str(len(canned.body)))
-                self.send_header("connection", "close")
-                self.end_headers()
-                self.wfile.write(canned.body)
-                self.close_connection = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
-
-
-# --- raw socket misbehaviour --------------------------------------------------------------
-
-
-class SilentServer:
-    """Accepts connections and never says a word (read timeout on the client's side)."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server((LOOPBACK, 0))
-        self._listener.settimeout(0.05)
-        self._held: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self._listener.getsockname()[1]}"
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for conn in self._held:
-            conn.close()
-        self._listener.close()
-
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _addr = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self._held.append(conn)
-
-
-class BacklogFullServer:
-    """A listener that never accepts and whose accept queue is already full.
-
-    Linux drops further SYNs (``tcp_abort_on_overflow`` is 0 by default), so ``connect()``
-    waits for the SYN to be retransmitted: a real connect timeout on loopback, without root.
-    """
-
-    _FILLERS = 8
-
-    def __init__(self) -> None:
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind((LOOPBACK, 0))
-        self._listener.listen(0)
-        self._fillers: list[socket.socket] = []
-        for _ in range(self._FILLERS):
-            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                filler.connect(self._listener.getsockname())
-            self._fillers.append(filler)
-        time.sleep(0.05)  # let the handshakes that can complete, complete
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self._listener.getsockname()[1]}"
-
-    def close(self) -> None:
-        for filler in self._fillers:
-            filler.close()
-        self._listener.close()
-
-
-def closed_url() -> str:
-    """A loopback port that was free a moment ago and has no listener: connection refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        port = probe.getsockname()[1]
-    return f"http://{LOOPBACK}:{port}"
+            canned = self._armed.get(path) or _normal(path)
+        return Reply(canned.status, canned.body, (("content-type", canned.content_type),))
 
 
 # --- qts in-process, with a hard time limit ------------------------------------------------

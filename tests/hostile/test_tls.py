@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import ssl
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
@@ -26,61 +24,27 @@ from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.config import ENV_VARIABLES
 from runtime.errors import ConfigError, TLSVerificationError
 from runtime.settings import AppCredentials, Settings
-from tests.hostile.support import APP_KEY, APP_SECRET, LOOPBACK, cli_env, run_cli
+from tests.hostile.support import APP_KEY, APP_SECRET, cli_env, run_cli
 from tests.support.kis import token_reply
+from tests.support.servers import LOOPBACK, LoopbackHTTPServer, Reply
 
 LIMIT_S = 5.0
 
 
-class HTTPSKIS:
+class HTTPSKIS(LoopbackHTTPServer):
     """An ``ssl``-wrapped stdlib server answering every POST with a tokenP success."""
+
+    methods = frozenset({"POST"})
 
     def __init__(self, cert: trustme.LeafCert) -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         cert.configure_cert(context)
         self.requests = 0
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        super().__init__(tls=context)
 
-    @property
-    def url(self) -> str:
-        return f"https://{LOOPBACK}:{self._server.server_address[1]}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 5
-
-            def do_POST(self) -> None:
-                owner.requests += 1
-                length = int(self.headers.get("content-length") or 0)
-                if length:
-                    self.rfile.read(length)
-                body = json.dumps(token_reply(APP_KEY, datetime.now(UTC))).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json; charset=utf-8")
-                self.send_header("content-length", str(len(body)))
-                self.send_header("connection", "close")
-                self.end_headers()
-                self.wfile.write(body)
-                self.close_connection = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
+    def answer(self, request: BaseHTTPRequestHandler, body: bytes) -> Reply:
+        self.requests += 1
+        return Reply(200, json.dumps(token_reply(APP_KEY, datetime.now(UTC))).encode())
 
 
 @attrs.frozen

@@ -34,15 +34,9 @@ from runtime.errors import (
     WrongModeError,
 )
 from runtime.masking import fingerprint, mask
-from tests.runtime.broker.conftest import (
-    CaptureServer,
-    MakeAdapter,
-    ResetMidBodyServer,
-    SilentServer,
-    assert_no_secrets,
-    reachable_text,
-)
+from tests.runtime.broker.conftest import MakeAdapter, assert_no_secrets, reachable_text
 from tests.support.kis import REAL_KEY, REAL_SECRET, VTS_KEY, VTS_SECRET, jwt, recorded
+from tests.support.servers import CaptureServer, ResetMidBodyServer, SilentServer
 
 PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
 PRICE_PARAMS = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}

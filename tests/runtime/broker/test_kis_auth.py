@@ -34,15 +34,9 @@ from runtime.errors import (
 )
 from runtime.masking import fingerprint, mask
 from runtime.settings import AppCredentials
-from tests.runtime.broker.conftest import (
-    CaptureServer,
-    MakeAdapter,
-    ResetMidBodyServer,
-    SilentServer,
-    assert_no_secrets,
-    reachable_text,
-)
+from tests.runtime.broker.conftest import MakeAdapter, assert_no_secrets, reachable_text
 from tests.support.kis import REAL_KEY, VTS_KEY, VTS_SECRET, jwt, recorded, token_reply
+from tests.support.servers import CaptureServer, ResetMidBodyServer, SilentServer
 
 NOW = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)  # FakeClock's default start: 09:00 KST
 
