@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Protocol
 
@@ -21,16 +22,34 @@ import pytest
 import urllib3
 from pytest_httpserver import HTTPServer
 
-from runtime.broker.base import Mode
+from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import ClockPort, FakeClock
+from runtime.masking import fingerprint
 from runtime.settings import AppCredentials
 from tests.support import servers
-from tests.support.kis import REAL_KEY, REAL_SECRET, VTS_KEY, VTS_SECRET, credentials
+from tests.support.kis import REAL_KEY, REAL_SECRET, VTS_KEY, VTS_SECRET, credentials, jwt
 from tests.support.servers import LOOPBACK, CaptureServer, ResetMidBodyServer, SilentServer
 
 #: Every secret the tests hand to an adapter; no error text may ever carry one of them.
 KNOWN_SECRETS = (VTS_KEY, VTS_SECRET, REAL_KEY, REAL_SECRET)
+#: FakeClock's default start (09:00 KST): when the tokens from ``own_token`` were issued.
+NOW = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
+
+
+def own_token(mode: Mode = Mode.VTS, value: str | None = None) -> AccessToken:
+    """A 24-hour Bearer token issued at NOW in the scope of ``mode``'s test app key.
+
+    Its value is a KIS-shaped JWT naming that key, unless ``value`` says otherwise.
+    """
+    key = VTS_KEY if mode is Mode.VTS else REAL_KEY
+    return AccessToken(
+        value=value or jwt(key, NOW),
+        token_type="Bearer",
+        expires_at=NOW + timedelta(hours=24),
+        issued_at=NOW,
+        scope=BrokerScope(mode, fingerprint(key)),
+    )
 
 
 @pytest.fixture(scope="session")

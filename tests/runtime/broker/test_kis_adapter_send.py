@@ -11,13 +11,13 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
 
-from runtime.broker.base import AccessToken, BrokerRequest, BrokerScope, Mode
+from runtime.broker.base import BrokerRequest, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import FakeClock, SystemClock
 from runtime.errors import (
@@ -34,26 +34,14 @@ from runtime.errors import (
     WrongModeError,
 )
 from runtime.masking import fingerprint, mask
-from tests.runtime.broker.conftest import MakeAdapter, assert_no_secrets, reachable_text
-from tests.support.kis import REAL_KEY, REAL_SECRET, VTS_KEY, VTS_SECRET, jwt, recorded
+from tests.runtime.broker.conftest import NOW, MakeAdapter, assert_no_secrets, own_token, reachable_text
+from tests.support.kis import REAL_KEY, REAL_SECRET, VTS_KEY, VTS_SECRET, recorded
 from tests.support.servers import CaptureServer, ResetMidBodyServer, SilentServer
 
 PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
 PRICE_PARAMS = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
 BALANCE = "/uapi/domestic-stock/v1/trading/inquire-balance"
 ORDER = "/uapi/domestic-stock/v1/trading/order-cash"
-NOW = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
-
-
-def _token(mode: Mode = Mode.VTS, value: str | None = None) -> AccessToken:
-    key = VTS_KEY if mode is Mode.VTS else REAL_KEY
-    return AccessToken(
-        value=value or jwt(key, NOW),
-        token_type="Bearer",
-        expires_at=NOW + timedelta(hours=24),
-        issued_at=NOW,
-        scope=BrokerScope(mode, fingerprint(key)),
-    )
 
 
 def _price(tr_cont: str = "") -> BrokerRequest:
@@ -79,7 +67,7 @@ def _serve(
 def _send_fails(
     adapter: KISBrokerAdapter, expected: type[QTSError], request: BrokerRequest | None = None
 ) -> QTSError:
-    token = _token(adapter.mode)
+    token = own_token(adapter.mode)
     with pytest.raises(expected) as caught:
         adapter.send(request or _price(), token)
     assert_no_secrets(caught.value, token.value)
@@ -125,7 +113,7 @@ def test_tr_id_received_by_the_server_is_mapped_for_vts_and_kept_for_real(
 ) -> None:
     adapter = make_adapter(capture.url, mode)
 
-    adapter.send(BrokerRequest("GET", BALANCE, tr_id), _token(mode))
+    adapter.send(BrokerRequest("GET", BALANCE, tr_id), own_token(mode))
 
     [request] = capture.requests
     assert request.header("tr_id") == sent
@@ -140,7 +128,7 @@ def test_tr_id_received_by_the_server_is_mapped_for_vts_and_kept_for_real(
 def test_call_sends_bearer_token_app_key_secret_tr_id_and_custtype_p(
     capture: CaptureServer, make_adapter: MakeAdapter, mode: Mode, key: str, secret: str
 ) -> None:
-    token = _token(mode)
+    token = own_token(mode)
 
     make_adapter(capture.url, mode).send(_price(), token)
 
@@ -159,14 +147,14 @@ def test_call_sends_bearer_token_app_key_secret_tr_id_and_custtype_p(
 def test_call_sends_tr_cont_empty_for_the_first_page_and_n_for_the_next(
     capture: CaptureServer, make_adapter: MakeAdapter, tr_cont: str
 ) -> None:
-    make_adapter(capture.url).send(_price(tr_cont), _token())
+    make_adapter(capture.url).send(_price(tr_cont), own_token())
 
     [request] = capture.requests
     assert request.header("tr_cont") == tr_cont
 
 
 def test_get_call_passes_its_query_parameters(capture: CaptureServer, make_adapter: MakeAdapter) -> None:
-    make_adapter(capture.url).send(_price(), _token())
+    make_adapter(capture.url).send(_price(), own_token())
 
     [request] = capture.requests
     assert {name: values for name, values in request.query.items()} == {
@@ -179,7 +167,7 @@ def test_get_call_passes_its_query_parameters(capture: CaptureServer, make_adapt
 def test_post_call_sends_its_body_as_json(capture: CaptureServer, make_adapter: MakeAdapter) -> None:
     body = {"CANO": "50012345", "ACNT_PRDT_CD": "01"}
 
-    make_adapter(capture.url).send(BrokerRequest("POST", BALANCE, "TTTC8434R", body=body), _token())
+    make_adapter(capture.url).send(BrokerRequest("POST", BALANCE, "TTTC8434R", body=body), own_token())
 
     [request] = capture.requests
     assert request.method == "POST"
@@ -196,7 +184,7 @@ def test_response_carries_the_body_and_the_tr_id_tr_cont_gt_uid_headers(
     body = recorded("inquire_price_success")
     capture.reply(200, body, {"tr_id": "FHKST01010100", "tr_cont": "D", "gt_uid": "G123456789"})
 
-    answer = make_adapter(capture.url).send(_price(), _token())
+    answer = make_adapter(capture.url).send(_price(), own_token())
 
     assert answer.status == 200
     assert dict(answer.body) == body
@@ -211,13 +199,13 @@ def test_has_next_page_follows_the_tr_cont_response_header(
 ) -> None:
     capture.reply(200, recorded("inquire_price_success"), {"tr_cont": tr_cont})
 
-    assert make_adapter(capture.url).send(_price(), _token()).has_next_page is more
+    assert make_adapter(capture.url).send(_price(), own_token()).has_next_page is more
 
 
 def test_token_of_another_scope_is_refused_before_any_request(
     capture: CaptureServer, make_adapter: MakeAdapter
 ) -> None:
-    real_token = _token(Mode.REAL)
+    real_token = own_token(Mode.REAL)
 
     with pytest.raises(ScopeMismatchError) as caught:
         make_adapter(capture.url, Mode.VTS).send(_price(), real_token)
@@ -239,7 +227,7 @@ def test_order_path_is_refused_before_any_request(
 
 def test_adapter_holds_no_token_after_a_call(capture: CaptureServer, make_adapter: MakeAdapter) -> None:
     adapter = make_adapter(capture.url)
-    token = _token()
+    token = own_token()
 
     adapter.send(_price(), token)
 
@@ -407,7 +395,7 @@ def test_get_answered_502_twice_then_200_is_retried_and_succeeds(
         )
     _serve(httpserver, recorded("inquire_price_success"))
 
-    answer = make_adapter(kis_url).send(_price(), _token())
+    answer = make_adapter(kis_url).send(_price(), own_token())
 
     assert answer.body["rt_cd"] == "0"
     assert [response.status_code for _request, response in httpserver.log] == [502, 502, 200]
@@ -469,7 +457,7 @@ def test_call_timeout_argument_overrides_the_adapter_default(
     silent_server: SilentServer, make_adapter: MakeAdapter
 ) -> None:
     adapter = make_adapter(silent_server.url, clock=SystemClock(), timeout_s=30.0)
-    token = _token()
+    token = own_token()
     started = time.monotonic()
 
     with pytest.raises(BrokerUnavailableError):
@@ -513,7 +501,7 @@ def test_msg1_echoing_the_app_key_or_secret_is_masked(
 def test_msg1_echoing_the_access_token_does_not_leak_it(
     httpserver: HTTPServer, kis_url: str, make_adapter: MakeAdapter
 ) -> None:
-    token = _token(value=secrets.token_urlsafe(40))
+    token = own_token(value=secrets.token_urlsafe(40))
     _serve(
         httpserver, {"rt_cd": "1", "msg_cd": "EGW00121", "msg1": f"유효하지 않은 token: {token.value}"}, 500
     )
@@ -530,7 +518,7 @@ def test_every_call_error_message_is_free_of_key_secret_and_token(
     """A sweep over every code at once, in case a leaf formats its message differently."""
     codes = ["EGW00102", "EGW00105", "EGW00121", "EGW00123", "EGW00133", "EGW00201", "EGW02004"]
     adapter = make_adapter(kis_url)
-    token = _token()
+    token = own_token()
     for code in codes:
         httpserver.expect_oneshot_request(PRICE).respond_with_data(
             json.dumps(_call_error(code)), status=500, content_type="application/json"

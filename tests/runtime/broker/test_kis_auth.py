@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
 
-from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.broker.base import Mode
 from runtime.broker.kis.auth import REVOKE_PATH, TOKEN_PATH
 from runtime.clock import FakeClock
 from runtime.errors import (
@@ -32,13 +32,11 @@ from runtime.errors import (
     TokenRejectedError,
     WrongModeError,
 )
-from runtime.masking import fingerprint, mask
+from runtime.masking import mask
 from runtime.settings import AppCredentials
-from tests.runtime.broker.conftest import MakeAdapter, assert_no_secrets, reachable_text
+from tests.runtime.broker.conftest import NOW, MakeAdapter, assert_no_secrets, own_token, reachable_text
 from tests.support.kis import REAL_KEY, VTS_KEY, VTS_SECRET, jwt, recorded, token_reply
 from tests.support.servers import CaptureServer, ResetMidBodyServer, SilentServer
-
-NOW = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)  # FakeClock's default start: 09:00 KST
 
 
 def _serve_token(httpserver: HTTPServer, body: Mapping[str, Any] | bytes, status: int = 200) -> None:
@@ -58,17 +56,6 @@ def _issue_fails(
         adapter.issue_token()
     assert_no_secrets(caught.value, *(t for t in tokens if isinstance(t, str) and len(t) > 8))
     return caught.value
-
-
-def _own_token(value: str | None = None, *, scope_mode: Mode = Mode.VTS) -> AccessToken:
-    key = VTS_KEY if scope_mode is Mode.VTS else REAL_KEY
-    return AccessToken(
-        value=value or jwt(key, NOW),
-        token_type="Bearer",
-        expires_at=NOW + timedelta(hours=24),
-        issued_at=NOW,
-        scope=BrokerScope(scope_mode, fingerprint(key)),
-    )
 
 
 # --- the request -----------------------------------------------------------------------------
@@ -134,29 +121,37 @@ def test_issued_token_is_stamped_with_clock_now_the_adapter_scope_and_bearer(
     assert token.authorization == f"Bearer {reply['access_token']}"
 
 
-def test_expires_in_is_used_only_when_the_expiry_string_is_absent(
-    httpserver: HTTPServer, kis_url: str, make_adapter: MakeAdapter, clock: FakeClock
+@pytest.mark.parametrize(
+    ("expiry_string_lifetime", "expires_in", "lifetime"),
+    [
+        # expires_in is used only when the expiry string is absent
+        (None, 3600, timedelta(seconds=3600)),
+        # the expiry string wins over a disagreeing expires_in, without error (§3: seen after
+        # the 6-hour reuse; no reference time)
+        (timedelta(hours=20), 4000, timedelta(hours=20)),
+    ],
+    ids=["expires-in-when-the-expiry-string-is-absent", "expiry-string-wins-over-expires-in"],
+)
+def test_expiry_comes_from_the_expiry_string_else_from_expires_in(
+    httpserver: HTTPServer,
+    kis_url: str,
+    make_adapter: MakeAdapter,
+    clock: FakeClock,
+    expiry_string_lifetime: timedelta | None,
+    expires_in: int,
+    lifetime: timedelta,
 ) -> None:
-    reply = token_reply(VTS_KEY, clock.now())
-    del reply["access_token_token_expired"]
-    reply["expires_in"] = 3600
+    if expiry_string_lifetime is None:
+        reply = token_reply(VTS_KEY, clock.now())
+        del reply["access_token_token_expired"]
+    else:
+        reply = token_reply(VTS_KEY, clock.now(), expiry_string_lifetime)
+    reply["expires_in"] = expires_in
     _serve_token(httpserver, reply)
 
     token = make_adapter(kis_url).issue_token()
 
-    assert token.expires_at == clock.now() + timedelta(seconds=3600)
-
-
-def test_expiry_string_wins_over_a_disagreeing_expires_in_without_error(
-    httpserver: HTTPServer, kis_url: str, make_adapter: MakeAdapter, clock: FakeClock
-) -> None:
-    reply = token_reply(VTS_KEY, clock.now(), timedelta(hours=20))
-    reply["expires_in"] = 4000  # §3: seen after the 6-hour reuse; no reference time
-    _serve_token(httpserver, reply)
-
-    token = make_adapter(kis_url).issue_token()
-
-    assert token.expires_at == clock.now() + timedelta(hours=20)
+    assert token.expires_at == clock.now() + lifetime
 
 
 def test_recorded_token_success_parses_when_the_clock_is_before_its_expiry(
@@ -186,19 +181,19 @@ def test_token_whose_jwt_jti_names_another_app_key_is_refused_as_foreign(
     assert isinstance(error, MalformedResponseError)
 
 
-def test_token_whose_jwt_jti_is_our_app_key_is_accepted(
-    httpserver: HTTPServer, kis_url: str, make_adapter: MakeAdapter, clock: FakeClock
+@pytest.mark.parametrize(
+    "make_value",
+    [lambda now: jwt(VTS_KEY, now), lambda _now: secrets.token_urlsafe(48)],
+    ids=["jwt-whose-jti-is-our-app-key", "opaque-non-jwt"],
+)
+def test_token_is_accepted_when_its_jti_is_our_app_key_or_it_is_not_a_jwt(
+    httpserver: HTTPServer,
+    kis_url: str,
+    make_adapter: MakeAdapter,
+    clock: FakeClock,
+    make_value: Callable[[datetime], str],
 ) -> None:
-    value = jwt(VTS_KEY, clock.now())
-    _serve_token(httpserver, token_reply(VTS_KEY, clock.now(), value=value))
-
-    assert make_adapter(kis_url).issue_token().value == value
-
-
-def test_opaque_non_jwt_token_is_accepted(
-    httpserver: HTTPServer, kis_url: str, make_adapter: MakeAdapter, clock: FakeClock
-) -> None:
-    value = secrets.token_urlsafe(48)
+    value = make_value(clock.now())
     _serve_token(httpserver, token_reply(VTS_KEY, clock.now(), value=value))
 
     assert make_adapter(kis_url).issue_token().value == value
@@ -461,7 +456,7 @@ def _serve_revoke(httpserver: HTTPServer, body: Mapping[str, Any], status: int =
 def test_revoke_request_is_a_json_post_of_appkey_appsecret_and_token(
     capture: CaptureServer, make_adapter: MakeAdapter
 ) -> None:
-    token = _own_token()
+    token = own_token()
     capture.reply(200, recorded("revoke_success"))
 
     make_adapter(capture.url).revoke_token(token)
@@ -479,7 +474,7 @@ def test_revoke_success_code_200_is_accepted_as_int_or_string(
 ) -> None:
     _serve_revoke(httpserver, {**recorded("revoke_success"), "code": code})
 
-    make_adapter(kis_url).revoke_token(_own_token())
+    make_adapter(kis_url).revoke_token(own_token())
 
     assert len(httpserver.log) == 1
 
@@ -490,13 +485,13 @@ def test_revoke_of_an_already_invalid_token_egw00121_counts_as_revoked(
 ) -> None:
     _serve_revoke(httpserver, recorded("call_egw00121"), status=status)
 
-    make_adapter(kis_url).revoke_token(_own_token())
+    make_adapter(kis_url).revoke_token(own_token())
 
 
 def test_revoke_with_rejected_app_key_egw00103_raises_credentials_rejected(
     httpserver: HTTPServer, kis_url: str, make_adapter: MakeAdapter
 ) -> None:
-    token = _own_token()
+    token = own_token()
     _serve_revoke(httpserver, recorded("token_egw00103"), status=403)
 
     with pytest.raises(CredentialsRejectedError) as caught:
@@ -509,7 +504,7 @@ def test_revoke_with_rejected_app_key_egw00103_raises_credentials_rejected(
 def test_revoke_of_a_token_from_another_scope_sends_nothing(
     httpserver: HTTPServer, kis_url: str, make_adapter: MakeAdapter
 ) -> None:
-    token = _own_token(scope_mode=Mode.REAL)
+    token = own_token(Mode.REAL)
 
     with pytest.raises(ScopeMismatchError) as caught:
         make_adapter(kis_url).revoke_token(token)
@@ -521,7 +516,7 @@ def test_revoke_of_a_token_from_another_scope_sends_nothing(
 def test_adapter_holds_no_token_after_revoking(
     httpserver: HTTPServer, kis_url: str, make_adapter: MakeAdapter
 ) -> None:
-    token = _own_token()
+    token = own_token()
     _serve_revoke(httpserver, recorded("revoke_success"))
     adapter = make_adapter(kis_url)
 
