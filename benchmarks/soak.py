@@ -598,6 +598,8 @@ class Soak:
         outside: Counter[str] = Counter()
         inside: Counter[str] = Counter()
         unrecovered = 0
+        samples: list[dict[str, Any]] = []
+        outside_samples: list[dict[str, Any]] = []
         by_worker: dict[int, list[Outcome]] = defaultdict(list)
         for outcome in sorted(self.outcomes, key=lambda o: o.at):
             by_worker[outcome.worker].append(outcome)
@@ -607,8 +609,24 @@ class Soak:
             window = self.in_maintenance(outcome.at)
             if window is None:
                 outside[outcome.error or "?"] += 1
+                outside_samples.append(
+                    {
+                        "error": outcome.error,
+                        "code": outcome.code,
+                        "worker": f"{worker_mode(outcome.worker).value}-{outcome.worker}",
+                        "at_day": round(outcome.at / DAY, 3),
+                    }
+                )
                 continue
             inside[outcome.error or "?"] += 1
+            samples.append(
+                {
+                    "error": outcome.error,
+                    "code": outcome.code,
+                    "worker": f"{worker_mode(outcome.worker).value}-{outcome.worker}",
+                    "s_after_void": round(outcome.at - window[0], 1),
+                }
+            )
             later = [o for o in by_worker[outcome.worker] if o.at > window[1]]
             if not later or not later[0].ok:
                 unrecovered += 1
@@ -644,7 +662,9 @@ class Soak:
             "calls_attempted": calls,
             "calls_ok_at_emulator": sum(int(c["calls_ok"]) for c in counters.values()),
             "errors_reaching_callers_outside_maintenance": dict(outside),
+            "error_samples_outside_maintenance": outside_samples[:10],
             "errors_reaching_callers_inside_maintenance": dict(inside),
+            "maintenance_error_samples": samples[:10],
             "maintenance_errors_not_recovered_after_window": unrecovered,
             "untyped_errors": self.untyped[:5],
             "cross_mode_tokens_seen": self.cross_mode,
