@@ -20,10 +20,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
@@ -98,6 +98,40 @@ def report(
     }
     sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+class Measured(NamedTuple):
+    """What one run of a benchmark found: the report's figures, targets and notes."""
+
+    figures: dict[str, Any]
+    targets: dict[str, dict[str, Any]]
+    notes: Sequence[str] = ()
+
+
+def run_script(
+    script: str,
+    description: str | None,
+    measure: Callable[[bool], Measured],
+    argv: Sequence[str] | None = None,
+    *,
+    fail_on_missed_target: bool = False,
+) -> int:
+    """The ``main`` of every benchmark script: parse ``--quick``, measure, print the one report.
+
+    The benchmark is named after ``script`` (the caller's ``__file__``). Returns the exit
+    status: 0, or 1 when ``fail_on_missed_target`` and a full (not quick) run missed a target.
+    """
+    args = parse_args(description or "", argv)
+    measured = measure(args.quick)
+    report(
+        Path(script).stem,
+        quick=args.quick,
+        figures=measured.figures,
+        targets=measured.targets,
+        notes=measured.notes,
+    )
+    missed = not all(t["met"] for t in measured.targets.values())
+    return 1 if fail_on_missed_target and not args.quick and missed else 0
 
 
 def ns_to_us(values: Sequence[int]) -> list[float]:

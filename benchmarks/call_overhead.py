@@ -17,7 +17,7 @@ from typing import Any
 
 import urllib3
 
-from _common import distribution, emulator_process, ns_to_us, parse_args, perf_ns, report, target
+from _common import Measured, distribution, emulator_process, ns_to_us, perf_ns, run_script, target
 from runtime.auth.pacing import Pacer
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores import InMemoryTokenStore
@@ -44,7 +44,7 @@ def _connections(http: urllib3.PoolManager) -> int:
     return total
 
 
-def run(quick: bool) -> None:
+def run(quick: bool) -> Measured:
     calls = 200 if quick else 3000
     warmup = 50 if quick else 300
     account = demo_account("VTS")
@@ -133,11 +133,9 @@ def run(quick: bool) -> None:
             runtime_conns == 1,
         ),
     }
-    report(
-        "call_overhead",
-        quick=quick,
-        figures=figures,
-        targets=targets,
+    return Measured(
+        figures,
+        targets,
         notes=[
             "A and B interleaved A B A B in one run against one emulator child process (no call limit).",
             "Pacer set to 1e9/s; both PoolManagers from runtime.bootstrap.build_http.",
@@ -145,11 +143,5 @@ def run(quick: bool) -> None:
     )
 
 
-def main() -> int:
-    args = parse_args(__doc__ or "")
-    run(args.quick)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(__file__, __doc__, run))

@@ -18,7 +18,7 @@ import sys
 import threading
 from urllib.parse import urlencode, urlsplit
 
-from _common import distribution, emulator_process, ns_to_us, parse_args, perf_ns, report, target
+from _common import Measured, distribution, emulator_process, ns_to_us, perf_ns, run_script, target
 from runtime.auth.pacing import Pacer
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores import InMemoryTokenStore
@@ -89,7 +89,7 @@ def _load(address: tuple[str, int], request: bytes, threads: int, seconds: float
     return sum(counts) / elapsed, [x for xs in latencies for x in xs]
 
 
-def run(quick: bool) -> None:
+def run(quick: bool) -> Measured:
     seconds = 0.3 if quick else 3.0
     account = demo_account("VTS")
     clock = SystemClock()
@@ -156,20 +156,12 @@ def run(quick: bool) -> None:
             headroom >= HEADROOM_TARGET,
         )
     }
-    report(
-        "emulator_headroom",
-        quick=quick,
-        figures=figures,
-        targets=targets,
+    return Measured(
+        figures,
+        targets,
         notes=["Emulator in a child process, max_rps=None; light raw-socket client with keep-alive."],
     )
 
 
-def main() -> int:
-    args = parse_args(__doc__ or "")
-    run(args.quick)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(__file__, __doc__, run))

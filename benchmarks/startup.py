@@ -21,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
-from _common import REPO, distribution, ns_to_ms, parse_args, perf_ns, report, target
+from _common import REPO, Measured, distribution, ns_to_ms, perf_ns, run_script, target
 
 IMPORT_TARGET_MS = 60.0
 HELP_TARGET_MS = 150.0
@@ -98,7 +98,7 @@ def _unneeded_imports(kind: str) -> list[str]:
     return [m for m in modules if any(m == u or m.startswith(u + ".") for u in UNNEEDED)]
 
 
-def run(quick: bool) -> None:
+def run(quick: bool) -> Measured:
     runs = 5 if quick else 30
     src = str(REPO / "src")
     commands = {
@@ -141,11 +141,9 @@ def run(quick: bool) -> None:
             not unneeded_import and not unneeded_help,
         ),
     }
-    report(
-        "startup",
-        quick=quick,
-        figures=figures,
-        targets=targets,
+    return Measured(
+        figures,
+        targets,
         notes=[
             "Wall time of a fresh child process each; bare_python is the interpreter alone in the same "
             "run, so *_over_bare_ms is the package's own share.",
@@ -155,11 +153,5 @@ def run(quick: bool) -> None:
     )
 
 
-def main() -> int:
-    args = parse_args(__doc__ or "")
-    run(args.quick)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(__file__, __doc__, run))

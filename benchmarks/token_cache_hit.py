@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from _common import REPO, distribution, parse_args, perf_ns, report, target
+from _common import REPO, Measured, distribution, perf_ns, run_script, target
 from runtime.auth.stores import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerScope
@@ -58,7 +58,7 @@ def _batches(cache: TokenCache, batches: int, size: int) -> list[float]:
     return out
 
 
-def run(quick: bool) -> None:
+def run(quick: bool) -> Measured:
     batch = 100 if quick else 200
     single_batches = 100 if quick else 2000
     thread_batches = 10 if quick else 200
@@ -118,20 +118,12 @@ def run(quick: bool) -> None:
             store_reads == 0 and issuances == 0,
         ),
     }
-    report(
-        "token_cache_hit",
-        quick=quick,
-        figures=figures,
-        targets=targets,
+    return Measured(
+        figures,
+        targets,
         notes=["SystemClock; FakeBroker (no network); samples are per-call means of timed batches."],
     )
 
 
-def main() -> int:
-    args = parse_args(__doc__ or "")
-    run(args.quick)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(__file__, __doc__, run))

@@ -13,46 +13,21 @@ Issuance samples move the emulator's clock 61 s between samples (KIS: one tokenP
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
-import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
-from _common import distribution, ns_to_ms, parse_args, perf_ns, report, target
+from _common import REPO, Measured, distribution, ns_to_ms, perf_ns, run_script, target
 from runtime.auth.file_store import FileTokenStore
 from runtime.bootstrap import build_runtime
 from runtime.broker.base import Mode
 from runtime.broker.kis.emulator import KISEmulator, demo_account
 from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
 
-_AT_ONCE = textwrap.dedent(
-    """
-    import pathlib, sys, time
-    import runtime.bootstrap, runtime.cli
-    ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-    ready.touch()
-    while not go.exists():
-        time.sleep(0.002)
-    sys.exit(runtime.cli.main(["token", "--reveal"]))
-    """
-)
-
-
-def _env(emulator: KISEmulator, cache: Path) -> dict[str, str]:
-    account = demo_account("VTS")
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(cache.parent),
-        "XDG_CACHE_HOME": str(cache),
-        "KIS_MODE": "VTS",
-        "KIS_VTS_BASE_URL": emulator.base_url,
-        "KIS_VTS_APP_KEY": account.app_key,
-        "KIS_VTS_APP_SECRET": account.app_secret,
-    }
+sys.path.insert(0, str(REPO))
+from tests.support.processes import child_env, start_at_once
 
 
 def _token_requests(emulator: KISEmulator) -> int:
@@ -61,21 +36,7 @@ def _token_requests(emulator: KISEmulator) -> int:
 
 def _round(env: dict[str, str], work: Path, n: int, tag: str) -> list[str]:
     """N processes released together; returns what each printed."""
-    go = work / f"go-{tag}"
-    children = [
-        subprocess.Popen(  # noqa: S603 - this interpreter and our own script
-            [sys.executable, "-c", _AT_ONCE, str(work / f"ready-{tag}-{i}"), str(go)],
-            env=env,
-            cwd=work,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(n)
-    ]
-    while not all((work / f"ready-{tag}-{i}").exists() for i in range(n)):
-        time.sleep(0.005)
-    go.touch()
+    children = start_at_once(env, work, n, tag=f"-{tag}", timeout_s=120)
     outputs = []
     for child in children:
         stdout, stderr = child.communicate(timeout=120)
@@ -88,7 +49,7 @@ def _round(env: dict[str, str], work: Path, n: int, tag: str) -> list[str]:
 def processes_and_restarts(n: int, m: int) -> dict[str, Any]:
     with KISEmulator("VTS") as emulator, tempfile.TemporaryDirectory(prefix="qts-bench-") as tmp:
         work = Path(tmp)
-        env = _env(emulator, work / "cache")
+        env = child_env(emulator, work / "cache")
         per_round = []
         values: set[str] = set()
         for r in range(m):
@@ -130,8 +91,8 @@ def cold_start(samples: int) -> dict[str, Any]:
         process_issue, process_hit, inproc_issue, inproc_hit = [], [], [], []
         for i in range(samples):
             emulator.advance(61)
-            process_issue.append(_time_child(_env(emulator, work / f"empty-{i}"), work))
-            process_hit.append(_time_child(_env(emulator, work / f"empty-{i}"), work))
+            process_issue.append(_time_child(child_env(emulator, work / f"empty-{i}"), work))
+            process_hit.append(_time_child(child_env(emulator, work / f"empty-{i}"), work))
 
         settings = Settings(
             mode=Mode.VTS,
@@ -166,9 +127,8 @@ def cold_start(samples: int) -> dict[str, Any]:
         }
 
 
-def main() -> None:
-    args = parse_args(__doc__ or "")
-    n, m, samples = (4, 2, 3) if args.quick else (8, 5, 10)
+def run(quick: bool) -> Measured:
+    n, m, samples = (4, 2, 3) if quick else (8, 5, 10)
     fleet = processes_and_restarts(n, m)
     latency = cold_start(samples)
     figures = {"processes_x_restarts": fleet, "cold_start": latency}
@@ -187,20 +147,16 @@ def main() -> None:
             latency["in_process_store_hit_ms"]["median"] < latency["in_process_issue_ms"]["median"],
         ),
     }
-    report(
-        "tokens_processes",
-        quick=args.quick,
-        figures=figures,
-        targets=targets,
+    return Measured(
+        figures,
+        targets,
         notes=[
             "KIS emulator on 127.0.0.1 in the benchmark process; issuance latency is the emulator's, "
             "not KIS's (a real tokenP takes longer and, on REAL, sends a KakaoTalk notice).",
             "process_* include the interpreter start-up and imports of a `qts token` child.",
         ],
     )
-    if not args.quick and not all(t["met"] for t in targets.values()):
-        sys.exit(1)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(__file__, __doc__, run, fail_on_missed_target=True))

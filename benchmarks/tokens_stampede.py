@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import urllib3
 
-from _common import distribution, ns_to_ms, parse_args, perf_ns, report, target
+from _common import Measured, distribution, ns_to_ms, perf_ns, run_script, target
 from runtime.auth.stores import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.bootstrap import build_http
@@ -64,7 +64,7 @@ class TimedBroker:
         return self._inner.send(request, token, timeout_s=timeout_s)
 
 
-def run(quick: bool) -> None:
+def run(quick: bool) -> Measured:
     rounds = 2 if quick else 15
     account = demo_account("VTS")
     clock = OffsetClock()
@@ -139,11 +139,9 @@ def run(quick: bool) -> None:
             excess["p99"] <= SLACK_MS,
         ),
     }
-    report(
-        "tokens_stampede",
-        quick=quick,
-        figures=figures,
-        targets=targets,
+    return Measured(
+        figures,
+        targets,
         notes=[
             "In-process emulator over loopback HTTP, sharing an OffsetClock with the cache.",
             "A wait is one thread's get() from the barrier's release; the round trip is the adapter's "
@@ -152,11 +150,5 @@ def run(quick: bool) -> None:
     )
 
 
-def main() -> int:
-    args = parse_args(__doc__ or "")
-    run(args.quick)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(__file__, __doc__, run))

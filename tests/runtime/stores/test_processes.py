@@ -24,6 +24,7 @@ from runtime.auth.file_store import FileTokenStore
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.broker.kis.emulator import KISEmulator, demo_account
 from runtime.masking import fingerprint
+from tests.support.processes import child_env, start_at_once
 
 TIMEOUT_S = 60
 SCOPE = BrokerScope(Mode.VTS, fingerprint("PSkill-test-key"))
@@ -34,21 +35,6 @@ T0 = datetime(2026, 3, 2, tzinfo=UTC)
 def emulator() -> Iterator[KISEmulator]:
     with KISEmulator("VTS") as emu:
         yield emu
-
-
-def child_env(emulator: KISEmulator, cache: Path, **extra: str) -> dict[str, str]:
-    account = demo_account("VTS")
-    env = {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(cache.parent),
-        "XDG_CACHE_HOME": str(cache),
-        "KIS_MODE": "VTS",
-        "KIS_VTS_BASE_URL": emulator.base_url,
-        "KIS_VTS_APP_KEY": account.app_key,
-        "KIS_VTS_APP_SECRET": account.app_secret,
-    }
-    env.update(extra)
-    return env
 
 
 def token_requests(emulator: KISEmulator) -> int:
@@ -69,41 +55,11 @@ def run_qts(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedP
     )
 
 
-# Waits on a barrier file, with the heavy imports done, so all children ask at the same instant.
-_AT_ONCE = textwrap.dedent(
-    """
-    import pathlib, sys, time
-    import runtime.bootstrap, runtime.cli
-    ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-    ready.touch()
-    while not go.exists():
-        time.sleep(0.002)
-    sys.exit(runtime.cli.main(["token", "--reveal"]))
-    """
-)
-
-
 def test_eight_processes_started_together_send_one_tokenp_and_share_the_token(
     emulator: KISEmulator, tmp_path: Path
 ) -> None:
     env = child_env(emulator, tmp_path / "cache")
-    go = tmp_path / "go"
-    children = [
-        subprocess.Popen(  # noqa: S603 - this interpreter and our own script
-            [sys.executable, "-c", _AT_ONCE, str(tmp_path / f"ready-{i}"), str(go)],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(8)
-    ]
-    deadline = time.monotonic() + TIMEOUT_S
-    while not all((tmp_path / f"ready-{i}").exists() for i in range(8)):
-        assert time.monotonic() < deadline, "children did not start"
-        time.sleep(0.01)
-    go.touch()
+    children = start_at_once(env, tmp_path, 8, timeout_s=TIMEOUT_S)
     outputs = [child.communicate(timeout=TIMEOUT_S) for child in children]
 
     assert [child.returncode for child in children] == [0] * 8, outputs
