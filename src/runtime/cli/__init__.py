@@ -74,7 +74,7 @@ def _report(exc: Exception, out: Output, *, verbose: bool) -> int:
 
 
 _HINTS = {
-    "ConfigError": "Fix the variables above in .env or the environment (see .env.example).",
+    "ConfigError": "Fix the setting named above (.env, environment or command line; see .env.example).",
     "CredentialsRejectedError": "Check the app key/secret for this mode in .env (no stray spaces).",
     "WrongModeError": "KIS_MODE and the key pair disagree: use the VTS pair for VTS, the REAL pair for REAL.",
     "IssuanceRateLimitedError": "KIS issues one token per minute per app key; try again in a minute.",

@@ -187,25 +187,32 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
     import threading
 
     from runtime.broker.kis.emulator import KISEmulator, demo_account
+    from runtime.errors import ConfigError
 
-    mode = str(getattr(args, "mode", None) or os.environ.get("KIS_MODE") or "VTS").upper()
-    server = KISEmulator(mode)
-    base_url = server.start(args.host, args.port)
-    account = demo_account(mode)
-    if mode == "REAL":
-        out.real_marker(machine_stdout=False)
-    out.line(f"KIS emulator ({mode}) listening on {base_url} — Ctrl-C to stop")
-    out.line("Point QTS Runtime at it with these .env lines (demo credentials, not real ones):")
-    out.line(f"KIS_MODE={mode}")
-    out.line(f"KIS_{mode}_BASE_URL={base_url}")
-    out.line(f"KIS_{mode}_APP_KEY={account.app_key}")
-    out.line(f"KIS_{mode}_APP_SECRET={account.app_secret}")
-    out.data({"mode": mode, "base_url": base_url})
+    mode = str(getattr(args, "mode", None) or os.environ.get("KIS_MODE") or "VTS").strip().upper()
+    if mode not in ("VTS", "REAL"):
+        raise ConfigError(f"KIS_MODE: {mode!r} is not allowed; use VTS or REAL")
     # A service manager stops us with SIGTERM: treat it like Ctrl-C so the server shuts down cleanly.
     signal.signal(signal.SIGTERM, _interrupt)
+    server = KISEmulator(mode)
     try:
+        try:
+            base_url = server.start(args.host, args.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+        account = demo_account(mode)
+        if mode == "REAL":
+            out.real_marker(machine_stdout=False)
+        out.line(f"KIS emulator ({mode}) listening on {base_url} — Ctrl-C to stop")
+        out.line("Point QTS Runtime at it with these .env lines (demo credentials, not real ones):")
+        out.line(f"KIS_MODE={mode}")
+        out.line(f"KIS_{mode}_BASE_URL={base_url}")
+        out.line(f"KIS_{mode}_APP_KEY={account.app_key}")
+        out.line(f"KIS_{mode}_APP_SECRET={account.app_secret}")
+        out.data({"mode": mode, "base_url": base_url})
         threading.Event().wait()
     except KeyboardInterrupt:
+        # Ctrl-C at any moment after start, even while the lines above print, is a clean stop.
         out.line("stopping")
     finally:
         server.stop()
