@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -52,6 +53,7 @@ class KISRuntime:
         self._deadline_s = call_deadline_s
         self._on_close = on_close
         self._pacer = pacer or Pacer(clock, DEFAULT_MAX_RPS[cache.scope.mode])
+        self._jitter = random.Random()  # noqa: S311 - spreads retries, no security role
 
     @property
     def scope(self) -> BrokerScope:
@@ -134,7 +136,8 @@ class KISRuntime:
             try:
                 return self._broker.send(request, token, timeout_s=self._remaining(deadline))
             except CallRateLimitedError as limited:
-                pause = limited.retry_after.total_seconds() * (attempt + 1)
+                # Jitter: processes sharing a key that hit the limit together must not retry in step.
+                pause = limited.retry_after.total_seconds() * (attempt + 1) * self._jitter.uniform(1.0, 1.5)
                 if (
                     request.method != "GET"
                     or attempt == _RATE_LIMIT_RETRIES
