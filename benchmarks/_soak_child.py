@@ -13,7 +13,6 @@ no clean shutdown). It exits by itself when stdin closes or after 60 s.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import select
@@ -23,6 +22,7 @@ from typing import Any
 
 from runtime.bootstrap import build_runtime
 from runtime.broker.base import Mode
+from runtime.broker.kis.auth import jwt_claim
 from runtime.clock import FakeClock
 from runtime.errors import QTSError
 from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
@@ -32,13 +32,7 @@ _MAX_LIFE_S = 60.0
 
 def jwt_app_key(value: str) -> str | None:
     """The ``jti`` claim (KIS puts the app key there) of a JWT-shaped token, or None."""
-    try:
-        payload = value.split(".")[1]
-        claims: Any = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return None
-    jti = claims.get("jti") if isinstance(claims, dict) else None
-    return jti if isinstance(jti, str) else None
+    return jwt_claim(value, "jti")
 
 
 def main(argv: list[str]) -> int:

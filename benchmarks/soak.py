@@ -32,7 +32,6 @@ the operating system's, as in production.
 from __future__ import annotations
 
 import argparse
-import base64
 import heapq
 import itertools
 import json
@@ -58,6 +57,7 @@ from runtime.auth.file_store import FileTokenStore
 from runtime.auth.session import KISRuntime
 from runtime.bootstrap import build_runtime
 from runtime.broker.base import AccessToken, Mode
+from runtime.broker.kis.auth import jwt_claim
 from runtime.broker.kis.emulator import KISEmulator, demo_account
 from runtime.errors import (
     IssuanceRateLimitedError,
@@ -351,13 +351,7 @@ def worker_mode(index: int) -> Mode:
 
 def jwt_app_key(value: str) -> str | None:
     """The ``jti`` claim (KIS puts the app key there) of a JWT-shaped token, or None."""
-    try:
-        payload = value.split(".")[1]
-        claims: Any = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return None
-    jti = claims.get("jti") if isinstance(claims, dict) else None
-    return jti if isinstance(jti, str) else None
+    return jwt_claim(value, "jti")
 
 
 @dataclass

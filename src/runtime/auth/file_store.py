@@ -30,7 +30,7 @@ from typing import Any
 import filelock
 
 from runtime.auth.ports import IssuanceLedger
-from runtime.auth.stores import check_scope
+from runtime.auth.stores import check_scope, load_all
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.errors import TokenStoreError
 
@@ -135,15 +135,8 @@ class FileTokenStore:
             return []
         except OSError as exc:
             raise TokenStoreError(f"cannot list {self._folder}: {exc.strerror or exc}") from exc
-        found = []
-        for name in names:
-            match = _NAME.fullmatch(name)
-            if match is None:
-                continue
-            token = self.load(BrokerScope(Mode(match.group(1)), match.group(2)))
-            if token is not None:
-                found.append(token)
-        return sorted(found, key=lambda t: t.scope)
+        matches = (_NAME.fullmatch(name) for name in names)
+        return load_all(self, (BrokerScope(Mode(m.group(1)), m.group(2)) for m in matches if m is not None))
 
     # --- the disk --------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from runtime.auth.file_store import (
     token_to_json,
 )
 from runtime.auth.ports import ClockPort, IssuanceLedger
-from runtime.auth.stores import check_scope
+from runtime.auth.stores import check_scope, load_all
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.errors import TokenStoreError
 
@@ -150,18 +150,11 @@ class RedisTokenStore:
     def tokens(self) -> list[AccessToken]:
         """Every readable token under the prefix, ordered by scope."""
         pattern = re.compile(rf"{re.escape(self._prefix)}:token:(VTS|REAL):([0-9a-f]{{12}})")
-        found = []
         with self._errors("list tokens in"):
             keys = list(self._client.scan_iter(match=f"{self._prefix}:token:*", count=100))
-        for key in keys:
-            name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-            match = pattern.fullmatch(name)
-            if match is None:
-                continue
-            token = self.load(BrokerScope(Mode(match.group(1)), match.group(2)))
-            if token is not None:
-                found.append(token)
-        return sorted(found, key=lambda t: t.scope)
+        names = (key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key) for key in keys)
+        matches = (pattern.fullmatch(name) for name in names)
+        return load_all(self, (BrokerScope(Mode(m.group(1)), m.group(2)) for m in matches if m is not None))
 
     # --- helpers -------------------------------------------------------------------------------
 

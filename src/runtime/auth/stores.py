@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
-from runtime.auth.ports import IssuanceLedger
+from runtime.auth.ports import IssuanceLedger, TokenStorePort
 from runtime.broker.base import AccessToken, BrokerScope
 from runtime.errors import ScopeMismatchError
 
-__all__ = ["InMemoryTokenStore", "check_scope"]
+__all__ = ["InMemoryTokenStore", "check_scope", "load_all"]
 
 
 def check_scope(scope: BrokerScope, token: AccessToken) -> None:
     """Refuse to file a token under another scope than its own (REAL and VTS never mix)."""
     if token.scope != scope:
         raise ScopeMismatchError(f"a token of {token.scope} cannot be stored for {scope}")
+
+
+def load_all(store: TokenStorePort, scopes: Iterable[BrokerScope]) -> list[AccessToken]:
+    """Every readable token among ``scopes``, ordered by scope (``qts status``)."""
+    found = [token for token in map(store.load, scopes) if token is not None]
+    return sorted(found, key=lambda token: token.scope)
 
 
 class InMemoryTokenStore:

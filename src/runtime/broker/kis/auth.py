@@ -42,6 +42,7 @@ __all__ = [
     "TOKEN_PATH",
     "error_for_code",
     "format_kst",
+    "jwt_claim",
     "parse_kst",
     "parse_revoke_reply",
     "parse_token_reply",
@@ -105,7 +106,7 @@ def parse_token_reply(
     if len(fields.access_token) > _MAX_TOKEN_CHARS:
         raise MalformedResponseError("the tokenP answer carries an implausibly long token")
     expires_at = _expiry(fields, now)
-    jti = _jwt_claim(fields.access_token, "jti")
+    jti = jwt_claim(fields.access_token, "jti")
     if jti is not None and jti != app_key:
         raise ForeignTokenError(
             "KIS issued a token that belongs to another app key (JWT jti); it was discarded"
@@ -248,7 +249,7 @@ def _expiry(fields: TokenReply, now: datetime) -> datetime:
     return expires_at
 
 
-def _jwt_claim(token: str, claim: str) -> str | None:
+def jwt_claim(token: str, claim: str) -> str | None:
     """A string claim of a JWT's payload, or None when the token is not a readable JWT."""
     parts = token.split(".")
     if len(parts) != 3:
