@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -65,10 +66,12 @@ class RateLimitedBroker(FakeBroker):
     def __init__(self, clock: FakeClock, limited: int) -> None:
         super().__init__(clock)
         self.limited = limited
+        self.send_times: list[float] = []
 
     def send(
         self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
     ) -> BrokerResponse:
+        self.send_times.append(self._clock.monotonic())
         if self.limited > 0:
             self.limited -= 1
             self.sent.append((request, token))
@@ -91,12 +94,29 @@ def test_egw00201_on_a_get_is_waited_out_and_retried_within_the_deadline() -> No
     assert len(broker.sent) == 3
 
 
-def test_egw00201_that_persists_surfaces_as_a_typed_error() -> None:
+def test_egw00201_that_persists_surfaces_as_a_typed_error_within_the_deadline() -> None:
     clock = FakeClock()
-    broker = RateLimitedBroker(clock, limited=10)
+    broker = RateLimitedBroker(clock, limited=100)
+    started = clock.monotonic()
     with pytest.raises(CallRateLimitedError):
         _runtime(clock, broker).call("GET", PRICE, tr_id="FHKST01010100")
-    assert len(broker.sent) == 3  # first try and two bounded retries
+    # Waits of 1, 2, 4, 8 s (x1.0-1.5 jitter) while they fit in the 20 s deadline: 4 or 5 tries.
+    assert 4 <= len(broker.sent) <= 5
+    assert clock.monotonic() - started < 20
+
+
+def test_egw00201_waits_grow_and_carry_jitter() -> None:
+    runs: list[list[float]] = []
+    for _ in range(5):
+        clock = FakeClock()
+        broker = RateLimitedBroker(clock, limited=3)
+        _runtime(clock, broker).call("GET", PRICE, tr_id="FHKST01010100")
+        runs.append([round(b - a, 3) for a, b in itertools.pairwise(broker.send_times)])
+    for gaps in runs:
+        assert len(gaps) == 3
+        for gap, base in zip(gaps, (1, 2, 4), strict=True):
+            assert base <= gap <= base * 1.5 + 0.06  # + the pacer's guard
+    assert len({tuple(gaps) for gaps in runs}) > 1  # jitter: runs do not retry in step
 
 
 def test_egw00201_on_a_post_is_never_retried() -> None:

@@ -25,9 +25,11 @@ __all__ = ["KISRuntime"]
 
 _log = logging.getLogger(__name__)
 
-# EGW00201 despite pacing (another process shares the key): a GET waits and tries again
-# this many times, each wait longer, all within the call's deadline.
-_RATE_LIMIT_RETRIES = 2
+# EGW00201 despite pacing (other processes share the key): a GET waits and tries again while
+# the call's deadline allows, each wait twice the last (capped), with jitter so processes that
+# hit the limit together spread out. The attempt cap only guards against a zero retry_after.
+_RATE_LIMIT_ATTEMPTS = 8
+_RATE_LIMIT_MAX_PAUSE_S = 8.0
 
 
 class KISRuntime:
@@ -131,18 +133,15 @@ class KISRuntime:
         self.close()
 
     def _send(self, request: BrokerRequest, token: AccessToken, deadline: float) -> BrokerResponse:
-        for attempt in range(_RATE_LIMIT_RETRIES + 1):
+        for attempt in range(_RATE_LIMIT_ATTEMPTS):
             self._pacer.acquire(self._remaining(deadline))
             try:
                 return self._broker.send(request, token, timeout_s=self._remaining(deadline))
             except CallRateLimitedError as limited:
-                # Jitter: processes sharing a key that hit the limit together must not retry in step.
-                pause = limited.retry_after.total_seconds() * (attempt + 1) * self._jitter.uniform(1.0, 1.5)
-                if (
-                    request.method != "GET"
-                    or attempt == _RATE_LIMIT_RETRIES
-                    or pause >= self._remaining(deadline)
-                ):
+                backoff = min(limited.retry_after.total_seconds() * 2**attempt, _RATE_LIMIT_MAX_PAUSE_S)
+                pause = backoff * self._jitter.uniform(1.0, 1.5)
+                last = attempt + 1 == _RATE_LIMIT_ATTEMPTS
+                if request.method != "GET" or last or pause >= self._remaining(deadline):
                     raise
                 _log.info("EGW00201 on %s; waiting %.1f s before trying again", request.path, pause)
                 self._clock.sleep(pause)
