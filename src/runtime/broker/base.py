@@ -137,6 +137,16 @@ def _is_api_path(value: str) -> bool:
     return bool(_PATH.fullmatch(value)) and not dotted
 
 
+@functools.lru_cache(maxsize=256)
+def _is_order_path(path: str) -> bool:
+    # Cached like _is_api_path: the runtime and the adapter both ask, on every call.
+    segments = path.lower().split("/")
+    if "trading" not in segments:
+        return False
+    after = segments[segments.index("trading") + 1 :]
+    return not (after and after[0].startswith("inquire"))
+
+
 def _upper(value: str) -> str:
     return value.upper()
 
@@ -183,11 +193,7 @@ class BrokerRequest:
         read-only (inquire-balance, inquire-psbl-order, ...); order-cash, daytime-order, the
         bond buy/sell endpoints and anything unknown there count as orders.
         """
-        segments = self.path.lower().split("/")
-        if "trading" not in segments:
-            return False
-        after = segments[segments.index("trading") + 1 :]
-        return not (after and after[0].startswith("inquire"))
+        return _is_order_path(self.path)
 
 
 @attrs.frozen
