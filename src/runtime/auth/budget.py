@@ -26,6 +26,9 @@ ISSUE_INTERVAL = timedelta(seconds=60)
 #: The longest the budget ever waits in one ``get``, whatever KIS's retry time says.
 MAX_WAIT = timedelta(seconds=65)
 
+# Enough for the current entries and a few superseded ones.
+_ANCHORS_KEPT = 8
+
 #: Called about once a second while waiting with the whole seconds still to wait, 0 at the end.
 WaitHook = Callable[[int], None]
 
@@ -54,26 +57,52 @@ class IssuanceBudget:
         self.min_interval = min_interval
         self.max_wait = max_wait
         self._on_wait = on_wait
+        # Ledger entries (kind, wall time) -> when they expire on the monotonic clock.
+        self._deadlines: dict[tuple[str, datetime], float] = {}
 
     def wait_needed(self, ledger: IssuanceLedger, now: datetime) -> timedelta:
         """How long from ``now`` until tokenP may go out (zero: at once).
 
-        Each part is capped, so a wall clock stepped backwards can never block for longer
-        than one interval (or :data:`MAX_WAIT` after EGW00133)."""
-        waits = [timedelta(0)]
+        The ledger holds wall-clock times (it is shared with other processes), but KIS counts
+        real time. So each ledger entry is turned into a deadline on the monotonic clock the
+        first time this process sees it (or when it writes it) and never re-read from the wall
+        clock afterwards: a wall clock stepped forward cannot let a tokenP out early, and one
+        stepped back cannot block for longer than one interval (or :data:`MAX_WAIT` after
+        EGW00133). An entry another process wrote is read from the wall clock once, capped."""
+        mono = self._clock.monotonic()
+        waits = [0.0]
         if ledger.last_issued_at is not None and self.min_interval:
-            waits.append(min(ledger.last_issued_at + self.min_interval - now, self.min_interval))
+            wall_wait = ledger.last_issued_at + self.min_interval - now
+            waits.append(
+                self._anchored(("issued", ledger.last_issued_at), wall_wait, self.min_interval, mono)
+            )
         if ledger.blocked_until is not None:
-            waits.append(min(ledger.blocked_until - now, self.max_wait))
-        return max(waits)
+            wall_wait = ledger.blocked_until - now
+            waits.append(self._anchored(("blocked", ledger.blocked_until), wall_wait, self.max_wait, mono))
+        return timedelta(seconds=max(waits))
 
     def issuing(self, ledger: IssuanceLedger, now: datetime) -> IssuanceLedger:
         """The ledger once tokenP is about to go out at ``now``; an earlier block is over."""
+        self._anchor(("issued", now), self.min_interval)
         return attrs.evolve(ledger, last_issued_at=now, blocked_until=None)
 
     def rate_limited(self, ledger: IssuanceLedger, now: datetime, retry_after: timedelta) -> IssuanceLedger:
         """The ledger after KIS answered EGW00133 at ``now`` asking to wait ``retry_after``."""
-        return attrs.evolve(ledger, blocked_until=now + min(max(retry_after, timedelta(0)), self.max_wait))
+        hold = min(max(retry_after, timedelta(0)), self.max_wait)
+        self._anchor(("blocked", now + hold), hold)
+        return attrs.evolve(ledger, blocked_until=now + hold)
+
+    def _anchor(self, key: tuple[str, datetime], hold: timedelta) -> None:
+        if len(self._deadlines) >= _ANCHORS_KEPT:
+            self._deadlines.pop(next(iter(self._deadlines)))  # oldest first: dicts keep order
+        self._deadlines[key] = self._clock.monotonic() + hold.total_seconds()
+
+    def _anchored(
+        self, key: tuple[str, datetime], wall_wait: timedelta, cap: timedelta, mono: float
+    ) -> float:
+        if key not in self._deadlines:
+            self._anchor(key, min(max(wall_wait, timedelta(0)), cap))
+        return max(self._deadlines[key] - mono, 0.0)
 
     def wait(
         self,
