@@ -23,7 +23,10 @@ AT_ONCE = textwrap.dedent(
     import runtime.bootstrap, runtime.cli
     ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
     ready.touch()
+    deadline = time.monotonic() + 60
     while not go.exists():
+        if time.monotonic() > deadline:
+            sys.exit(97)
         time.sleep(0.002)
     sys.exit(runtime.cli.main(["token", "--reveal"]))
     """
@@ -49,12 +52,19 @@ def child_env(emulator: KISEmulator, cache: Path, **extra: str) -> dict[str, str
 def start_at_once(
     env: dict[str, str], work: Path, n: int, *, tag: str = "", timeout_s: float = 60
 ) -> list[subprocess.Popen[str]]:
-    """Start ``n`` AT_ONCE children in ``work``; once all are ready, release them together.
+    """Start ``n`` AT_ONCE children with one environment; see :func:`start_together`."""
+    return start_together([env] * n, work, tag=tag, timeout_s=timeout_s)
 
-    Raises RuntimeError when they are not all ready within ``timeout_s``.
+
+def start_together(
+    envs: list[dict[str, str]], work: Path, *, tag: str = "", timeout_s: float = 60
+) -> list[subprocess.Popen[str]]:
+    """Start one AT_ONCE child per environment in ``work``; once all are ready, release them together.
+
+    Raises RuntimeError (after killing them) when they are not all ready within ``timeout_s``.
     """
     go = work / f"go{tag}"
-    ready = [work / f"ready{tag}-{i}" for i in range(n)]
+    ready = [work / f"ready{tag}-{i}" for i in range(len(envs))]
     children = [
         subprocess.Popen(  # noqa: S603 - this interpreter and our own script
             [sys.executable, "-c", AT_ONCE, str(path), str(go)],
@@ -64,12 +74,14 @@ def start_at_once(
             stderr=subprocess.PIPE,
             text=True,
         )
-        for path in ready
+        for env, path in zip(envs, ready, strict=True)
     ]
     deadline = time.monotonic() + timeout_s
     while not all(path.exists() for path in ready):
         if time.monotonic() >= deadline:
-            raise RuntimeError(f"the {n} children did not start within {timeout_s} s")
+            for child in children:
+                child.kill()
+            raise RuntimeError(f"the {len(envs)} children did not start within {timeout_s} s")
         time.sleep(0.005)
     go.touch()
     return children

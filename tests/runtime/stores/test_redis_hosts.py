@@ -11,8 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,28 +25,11 @@ from runtime.broker.kis.emulator.config import EmulatorConfig
 from runtime.clock import SystemClock
 from runtime.masking import fingerprint
 from tests.runtime.stores.redis_server import SKIP_REASON
+from tests.support.processes import start_together
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason=SKIP_REASON)
 
 TIMEOUT_S = 60
-
-#: ``python -c AT_ONCE_M READY GO``: imports the CLI, touches READY, waits (bounded) for GO, then
-#: runs ``python -m runtime.cli token --reveal`` in-process, so children start together.
-AT_ONCE_M = textwrap.dedent(
-    """
-    import pathlib, runpy, sys, time
-    import runtime.bootstrap, runtime.cli, runtime.auth.redis_store
-    ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-    ready.touch()
-    deadline = time.monotonic() + 60
-    while not go.exists():
-        if time.monotonic() > deadline:
-            sys.exit(97)
-        time.sleep(0.002)
-    sys.argv = ["runtime.cli", "token", "--reveal"]
-    runpy.run_module("runtime.cli", run_name="__main__", alter_sys=True)
-    """
-)
 
 
 @pytest.fixture
@@ -105,30 +86,11 @@ def run_host(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]
 
 
 def run_hosts_at_once(envs: list[dict[str, str]], work: Path) -> list[tuple[int, str, str]]:
-    """Start one child per env; once all have imported, release them together.
+    """Start one ``qts token --reveal`` child per env, released together once all have imported.
 
     Returns (exit code, stdout, stderr) per child, in the order of ``envs``."""
-    go = work / "go"
-    ready = [work / f"ready-{i}" for i in range(len(envs))]
-    children: list[subprocess.Popen[str]] = []
+    children = start_together(envs, work, timeout_s=TIMEOUT_S)
     try:
-        for env, path in zip(envs, ready, strict=True):
-            children.append(
-                subprocess.Popen(  # noqa: S603 - this interpreter and our own script
-                    [sys.executable, "-c", AT_ONCE_M, str(path), str(go)],
-                    env=env,
-                    cwd=work,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        deadline = time.monotonic() + TIMEOUT_S
-        while not all(path.exists() for path in ready):
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"the {len(envs)} hosts did not start within {TIMEOUT_S} s")
-            time.sleep(0.005)
-        go.touch()
         results = []
         for child in children:
             stdout, stderr = child.communicate(timeout=TIMEOUT_S)
@@ -138,7 +100,7 @@ def run_hosts_at_once(envs: list[dict[str, str]], work: Path) -> list[tuple[int,
         for child in children:
             if child.poll() is None:
                 child.kill()
-                child.wait(10)
+                child.wait(timeout=5)
 
 
 def test_six_hosts_with_separate_disks_started_together_send_one_tokenp_through_redis(
