@@ -80,16 +80,9 @@ class OAuthEndpoints:
 
     def token(self, request: Request, now: datetime) -> Reply:
         """``POST /oauth2/tokenP``: issue (or re-serve within 6 h) an access token."""
-        body = parse_json_object(request)
-        if isinstance(body, Reply):
-            return body
-        problem = _grant_problem(body)
-        if problem is not None:
-            return problem
-        try:
-            app_key = self.check_key(body.get("appkey"), body.get("appsecret"))
-        except KeyProblem as failed:
-            return key_problem_reply(failed)
+        app_key = self._granted_key(request, "appsecret")
+        if isinstance(app_key, Reply):
+            return app_key
         config = self.config()
         try:
             issued = self.tokens.issue(app_key, now, config)
@@ -124,6 +117,14 @@ class OAuthEndpoints:
     def approval(self, request: Request, now: datetime) -> Reply:
         """``POST /oauth2/Approval``: a WebSocket approval key (note the ``secretkey`` field)."""
         del now
+        app_key = self._granted_key(request, "secretkey")
+        if isinstance(app_key, Reply):
+            return app_key
+        return json_reply(200, {"approval_key": str(uuid.uuid4())})
+
+    def _granted_key(self, request: Request, secret_field: str) -> str | Reply:
+        """The checks tokenP and Approval share: JSON body, grant_type, then the key pair
+        (the secret is ``appsecret`` for tokenP, ``secretkey`` for Approval)."""
         body = parse_json_object(request)
         if isinstance(body, Reply):
             return body
@@ -131,7 +132,6 @@ class OAuthEndpoints:
         if problem is not None:
             return problem
         try:
-            self.check_key(body.get("appkey"), body.get("secretkey"))
+            return self.check_key(body.get("appkey"), body.get(secret_field))
         except KeyProblem as failed:
             return key_problem_reply(failed)
-        return json_reply(200, {"approval_key": str(uuid.uuid4())})
