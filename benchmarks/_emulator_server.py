@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from runtime.broker.kis.emulator import EmulatorConfig, KISEmulator
+from kis_emulator import EmulatorConfig, KISEmulator
 
 
 def main() -> int:

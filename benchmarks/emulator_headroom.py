@@ -19,14 +19,14 @@ import threading
 from urllib.parse import urlencode, urlsplit
 
 from _common import Measured, distribution, emulator_process, ns_to_us, perf_ns, run_script, target
+from kis_emulator import demo_account
 from runtime.auth.pacing import Pacer
 from runtime.auth.session import KISRuntime
-from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.bootstrap import build_http
 from runtime.broker.base import Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
-from runtime.broker.kis.emulator import demo_account
 from runtime.clock import SystemClock
 from runtime.settings import AppCredentials
 

@@ -53,12 +53,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from runtime.auth.file_store import FileTokenStore
+from kis_emulator import KISEmulator, demo_account
 from runtime.auth.session import KISRuntime
+from runtime.auth.stores.file import FileTokenStore
 from runtime.bootstrap import build_runtime
 from runtime.broker.base import AccessToken, Mode
 from runtime.broker.kis.auth import jwt_claim
-from runtime.broker.kis.emulator import KISEmulator, demo_account
 from runtime.errors import (
     IssuanceRateLimitedError,
     OrderRefusedError,

@@ -16,7 +16,7 @@ import sys
 import threading
 
 from _common import REPO, Measured, distribution, perf_ns, run_script, target
-from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerScope
 from runtime.clock import SystemClock

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from _common import REPO, Measured, distribution, ns_to_ms, perf_ns, run_script, target
-from runtime.auth.file_store import FileTokenStore
+from kis_emulator import KISEmulator, demo_account
+from runtime.auth.stores.file import FileTokenStore
 from runtime.bootstrap import build_runtime
 from runtime.broker.base import Mode
-from runtime.broker.kis.emulator import KISEmulator, demo_account
 from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
 
 sys.path.insert(0, str(REPO))

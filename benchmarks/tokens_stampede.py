@@ -20,12 +20,12 @@ from datetime import timedelta
 import urllib3
 
 from _common import Measured, distribution, ns_to_ms, perf_ns, run_script, target
-from runtime.auth.stores import InMemoryTokenStore
+from kis_emulator import EmulatorConfig, KISEmulator, demo_account
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.bootstrap import build_http
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
-from runtime.broker.kis.emulator import EmulatorConfig, KISEmulator, demo_account
 from runtime.clock import OffsetClock
 from runtime.settings import AppCredentials
 

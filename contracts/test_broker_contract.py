@@ -15,9 +15,9 @@ import attrs
 import pytest
 import urllib3
 
+from kis_emulator import EmulatorConfig, KISEmulator, demo_account
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerRequest, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
-from runtime.broker.kis.emulator import EmulatorConfig, KISEmulator, demo_account
 from runtime.clock import ClockPort, FakeClock, SystemClock
 from runtime.errors import OrderRefusedError, ScopeMismatchError, TokenRejectedError
 from runtime.masking import fingerprint

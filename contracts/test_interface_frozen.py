@@ -61,7 +61,6 @@ def test_snapshot_covers_the_ports_values_errors_and_runtime(current: dict[str, 
     for port in (
         "runtime.broker.base:BrokerAuthPort",
         "runtime.auth.ports:TokenStorePort",
-        "runtime.auth.ports:IssuanceLockPort",
         "runtime.clock:ClockPort",
     ):
         assert kinds.get(port) == "port", port

@@ -74,7 +74,7 @@ def test_no_runtime_module_imports_them() -> None:
         ("runtime.risk", True),
         ("runtime.ops", False),
         ("runtime.auth.freshness", False),
-        ("runtime.broker.kis.emulator.ratelimit", False),
+        ("kis_emulator.ratelimit", False),
     ],
 )
 def test_the_guard_recognises_the_names(name: str, forbidden: bool) -> None:

@@ -8,15 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from runtime.auth.file_store import FileTokenStore
 from runtime.auth.ports import (
     IssuanceLedger,
-    IssuanceLedgerPort,
-    IssuanceLockPort,
-    TokenListingPort,
     TokenStorePort,
 )
-from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.stores.file import FileTokenStore
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.clock import FakeClock
 from runtime.errors import ScopeMismatchError
@@ -29,7 +26,7 @@ def _file_store(request: pytest.FixtureRequest) -> TokenStorePort:
 
 
 def _redis_store(request: pytest.FixtureRequest) -> TokenStorePort:
-    from runtime.auth.redis_store import RedisTokenStore
+    from runtime.auth.stores.redis import RedisTokenStore
 
     url = request.getfixturevalue("redis_url")
     # A clock at T0 so the tokens below have their whole life left as the key's TTL.
@@ -114,7 +111,6 @@ def test_delete_forgets_only_that_scope_and_is_idempotent(store: TokenStorePort)
 
 
 def test_every_store_lists_what_it_holds(store: TokenStorePort) -> None:
-    assert isinstance(store, TokenListingPort)
     assert store.tokens() == []
     store.save(REAL, token(REAL))
     store.save(VTS, token(VTS))
@@ -122,7 +118,6 @@ def test_every_store_lists_what_it_holds(store: TokenStorePort) -> None:
 
 
 def test_the_issuance_ledger_round_trips_per_scope_and_leaves_the_token_alone(store: TokenStorePort) -> None:
-    assert isinstance(store, IssuanceLedgerPort)
     assert store.load_ledger(VTS) == IssuanceLedger()
     store.save(VTS, token(VTS))
     ledger = IssuanceLedger(last_issued_at=T0, blocked_until=T0 + timedelta(seconds=61))
@@ -134,13 +129,12 @@ def test_the_issuance_ledger_round_trips_per_scope_and_leaves_the_token_alone(st
     assert store.load_ledger(VTS) == ledger  # the budget outlives the token
 
 
-def test_shared_stores_offer_a_per_scope_issuance_lock(request: pytest.FixtureRequest) -> None:
+def test_every_store_says_whether_it_is_shared_and_offers_a_per_scope_issuance_lock(
+    request: pytest.FixtureRequest,
+) -> None:
     for name, build in STORES.items():
         built = build(request)
-        if name == "memory":
-            assert not isinstance(built, IssuanceLockPort)  # one process: the cache's own lock suffices
-            continue
-        assert isinstance(built, IssuanceLockPort)
+        assert built.shared is (name != "memory")  # one process: the lock is a no-op
         with built.issuance_lock(VTS, 1.0), built.issuance_lock(REAL, 1.0):
             built.save(VTS, token(VTS))  # a save inside the lock does not wait for it
         assert built.load(VTS) == token(VTS)

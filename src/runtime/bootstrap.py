@@ -14,11 +14,10 @@ from pathlib import Path
 import urllib3
 
 from runtime.auth.budget import ISSUE_INTERVAL, IssuanceBudget, WaitHook
-from runtime.auth.file_store import FileTokenStore
 from runtime.auth.pacing import DEFAULT_MAX_RPS, Pacer
-from runtime.auth.ports import IssuanceLockPort, TokenStorePort
+from runtime.auth.ports import TokenStorePort
 from runtime.auth.session import KISRuntime
-from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import BrokerAuthPort
 from runtime.broker.kis.adapter import KISBrokerAdapter
@@ -72,7 +71,7 @@ def build_runtime(
     budget = IssuanceBudget(
         clock,
         wait=settings.wait_on_rate_limit,
-        min_interval=ISSUE_INTERVAL if isinstance(store, IssuanceLockPort) else timedelta(0),
+        min_interval=ISSUE_INTERVAL if store.shared else timedelta(0),
         on_wait=on_wait,
     )
     cache = TokenCache(
@@ -114,10 +113,12 @@ def build_store(spec: TokenStoreSpec, *, clock: ClockPort | None = None) -> Toke
     if spec.kind is StoreKind.MEMORY:
         return InMemoryTokenStore()
     if spec.kind is StoreKind.FILE:
+        from runtime.auth.stores.file import FileTokenStore  # filelock only when the file store is used
+
         return FileTokenStore(spec.location or default_token_folder())
     if spec.kind is StoreKind.REDIS:
         try:
-            from runtime.auth.redis_store import RedisTokenStore
+            from runtime.auth.stores.redis import RedisTokenStore
         except ImportError as exc:
             raise ConfigError(
                 "QTS_TOKEN_STORE: the redis store needs redis-py; install it with "

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from runtime.broker.kis.emulator import EmulatorAccount, EmulatorConfig, KISEmulator
+from kis_emulator import EmulatorAccount, EmulatorConfig, KISEmulator
 
 PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
 PRICE_TR_ID = "FHKST01010100"

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from runtime.broker.kis.emulator import (
+from kis_emulator import (
     DEMO_VTS_ACCOUNT,
     DEMO_VTS_APP_KEY,
     DEMO_VTS_APP_SECRET,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import urllib3
 
-from runtime.broker.kis.emulator import (
+from kis_emulator import (
     DEMO_REAL_ACCOUNT,
     DEMO_VTS_ACCOUNT,
     EmulatorConfig,

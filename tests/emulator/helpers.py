@@ -9,7 +9,7 @@ from typing import Any
 
 import urllib3
 
-from runtime.broker.kis.emulator import EmulatorAccount
+from kis_emulator import EmulatorAccount
 
 PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
 BALANCE_PATH = "/uapi/domestic-stock/v1/trading/inquire-balance"

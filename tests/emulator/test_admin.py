@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import urllib3
 
-from runtime.broker.kis.emulator import (
+from kis_emulator import (
     DEMO_REAL_ACCOUNT,
     DEMO_VTS_ACCOUNT,
     ClockNotAdvanceableError,
@@ -235,7 +235,7 @@ def test_import_has_no_side_effects() -> None:
         "import threading, os\n"
         "os.environ.clear()\n"
         "before = threading.active_count()\n"
-        "import runtime.broker.kis.emulator as e\n"
+        "import kis_emulator as e\n"
         "assert threading.active_count() == before\n"
         "assert e.KISEmulator\n"
     )

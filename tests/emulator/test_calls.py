@@ -7,7 +7,7 @@ import re
 import pytest
 import urllib3
 
-from runtime.broker.kis.emulator import (
+from kis_emulator import (
     DEMO_ACNT_PRDT_CD,
     DEMO_CANO,
     DEMO_VTS_ACCOUNT,

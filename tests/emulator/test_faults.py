@@ -8,7 +8,7 @@ import time
 import pytest
 import urllib3
 
-from runtime.broker.kis.emulator import KISEmulator
+from kis_emulator import KISEmulator
 from tests.emulator.helpers import PRICE_PATH, Client, kis_error
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.broker.kis.emulator.config import Holding, synthetic_holdings
-from runtime.broker.kis.emulator.market import (
+from kis_emulator.config import Holding, synthetic_holdings
+from kis_emulator.market import (
     balance_summary,
     holding_row,
     is_valid_code,

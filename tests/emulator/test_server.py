@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import urllib3
 
-from runtime.broker.kis.emulator import DEMO_VTS_ACCOUNT, KISEmulator, run_forever
+from kis_emulator import DEMO_VTS_ACCOUNT, KISEmulator, run_forever
 from tests.emulator.helpers import Client, ManualClock
 
 

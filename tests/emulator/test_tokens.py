@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 import urllib3
 
-from runtime.broker.kis.emulator import (
+from kis_emulator import (
     DEMO_REAL_ACCOUNT,
     DEMO_VTS_ACCOUNT,
     EmulatorAccount,
     EmulatorConfig,
     KISEmulator,
 )
-from runtime.broker.kis.emulator.wire import KST
+from kis_emulator.wire import KST
 from tests.emulator.helpers import Client, ManualClock, kis_error
 
 

@@ -24,8 +24,8 @@ from typing import Any
 import attrs
 import pytest
 
+from kis_emulator import demo_account
 from runtime.broker.base import AccessToken, BrokerScope
-from runtime.broker.kis.emulator import demo_account
 from tests.support.kis import jwt, recorded, token_reply
 from tests.support.servers import LOOPBACK as LOOPBACK
 from tests.support.servers import BacklogFullServer as BacklogFullServer

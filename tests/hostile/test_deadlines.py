@@ -12,14 +12,14 @@ from pathlib import Path
 import filelock
 import pytest
 
-from runtime.auth.file_store import FileTokenStore
+from kis_emulator import EmulatorConfig, KISEmulator
 from runtime.auth.pacing import Pacer
 from runtime.auth.session import KISRuntime
-from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.stores.file import FileTokenStore
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.bootstrap import build_runtime
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, Mode
-from runtime.broker.kis.emulator import EmulatorConfig, KISEmulator
 from runtime.clock import FakeClock, SystemClock
 from runtime.errors import BrokerUnavailableError, CallRateLimitedError, TokenStoreError
 from runtime.settings import AppCredentials, Settings

@@ -27,11 +27,11 @@ from typing import Any, Protocol
 import attrs
 import pytest
 
-from runtime.auth.file_store import FileTokenStore
-from runtime.auth.stores import InMemoryTokenStore
+from kis_emulator import EmulatorConfig, KISEmulator
+from runtime.auth.stores.file import FileTokenStore
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.bootstrap import build_runtime
 from runtime.broker.base import Mode
-from runtime.broker.kis.emulator import EmulatorConfig, KISEmulator
 from runtime.errors import (
     BrokerUnavailableError,
     CallRateLimitedError,

@@ -25,11 +25,11 @@ import attrs
 import pytest
 import urllib3
 
-from runtime.auth.stores import InMemoryTokenStore
+from kis_emulator import EmulatorConfig, KISEmulator
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.bootstrap import build_http, build_runtime
 from runtime.broker.base import AccessToken, BrokerRequest, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
-from runtime.broker.kis.emulator import EmulatorConfig, KISEmulator
 from runtime.clock import OffsetClock
 from runtime.errors import QTSError
 from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from runtime.auth.budget import ISSUE_INTERVAL, MAX_WAIT, IssuanceBudget
-from runtime.auth.file_store import FileTokenStore
 from runtime.auth.ports import IssuanceLedger
-from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.stores.file import FileTokenStore
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache, TokenSource
 from runtime.broker.base import AccessToken
 from runtime.clock import FakeClock

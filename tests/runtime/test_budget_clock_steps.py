@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from runtime.auth.budget import ISSUE_INTERVAL, MAX_WAIT, IssuanceBudget
-from runtime.auth.file_store import FileTokenStore
-from runtime.auth.ports import IssuanceLockPort
+from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken
 from runtime.clock import FakeClock
@@ -62,8 +61,8 @@ def egw00133() -> IssuanceRateLimitedError:
 
 
 def build_cache(broker: FakeBroker, store: FileTokenStore, clock: FakeClock) -> TokenCache:
-    """As bootstrap.build_runtime: the interval applies because the store has an issuance lock."""
-    assert isinstance(store, IssuanceLockPort)
+    """As bootstrap.build_runtime: the interval applies because the store is shared."""
+    assert store.shared
     budget = IssuanceBudget(clock, wait=True, min_interval=ISSUE_INTERVAL)
     return TokenCache(broker, store, clock, margin=MARGIN, lock_timeout_s=DEADLINE_S, budget=budget)
 

@@ -20,7 +20,7 @@ from hypothesis.stateful import (
 
 from runtime.auth.freshness import TokenState, refresh_at, token_state
 from runtime.auth.session import KISRuntime
-from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.clock import FakeClock

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from runtime.auth.pacing import DEFAULT_MAX_RPS, Pacer
 from runtime.auth.session import KISRuntime
-from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, Mode
 from runtime.clock import FakeClock

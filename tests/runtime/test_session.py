@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.auth.file_store import FileTokenStore
-from runtime.auth.redis_store import RedisTokenStore
 from runtime.auth.session import KISRuntime
-from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.stores.file import FileTokenStore
+from runtime.auth.stores.memory import InMemoryTokenStore
+from runtime.auth.stores.redis import RedisTokenStore
 from runtime.auth.token_cache import TokenCache, TokenSource
 from runtime.bootstrap import build_runtime, build_store
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, Mode

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from runtime.auth.file_store import FileTokenStore
+from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerScope
 from runtime.clock import FakeClock

@@ -13,7 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from runtime.broker.kis.emulator import KISEmulator, demo_account
+from kis_emulator import KISEmulator, demo_account
 
 #: ``python -c AT_ONCE READY GO``: does the heavy imports, touches READY, waits for GO to exist,
 #: then runs ``qts token --reveal``; so all children started together ask at the same instant.

@@ -21,11 +21,11 @@ from typing import Any, Protocol
 
 import pytest
 
+from kis_emulator import DEMO_VTS_ACCOUNT, KISEmulator
 from runtime.auth.session import KISRuntime
 from runtime.bootstrap import build_http, build_runtime
 from runtime.broker.base import AccessToken, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
-from runtime.broker.kis.emulator import DEMO_VTS_ACCOUNT, KISEmulator
 from runtime.clock import ClockPort, OffsetClock, SystemClock
 from runtime.config import parse_base_url
 from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec

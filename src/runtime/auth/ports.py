@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import attrs
 
@@ -14,9 +14,6 @@ from runtime.clock import ClockPort
 __all__ = [
     "ClockPort",
     "IssuanceLedger",
-    "IssuanceLedgerPort",
-    "IssuanceLockPort",
-    "TokenListingPort",
     "TokenStorePort",
 ]
 
@@ -38,11 +35,19 @@ class IssuanceLedger:
 
 
 class TokenStorePort(Protocol):
-    """Keeps at most one token per scope. Holds tokens only, never credentials.
+    """Where tokens and issuance ledgers are kept: one port over every store technology.
 
-    A store never returns a token of another scope than the one asked for; an unreadable
-    or corrupt entry is a miss (``None``), not an error.
+    Holds tokens only, never credentials, at most one token per scope. A store never returns a
+    token of another scope than the one asked for; an unreadable or corrupt entry is a miss
+    (``None``), not an error. Callers never ask which technology they hold: what differs between
+    stores is said by :attr:`shared` and by the lock being a no-op where it means nothing.
     """
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes (file) or hosts (Redis) see the same entries, so that the
+        issuance lock and ledger coordinate them; False for a store inside one process."""
+        ...
 
     def load(self, scope: BrokerScope) -> AccessToken | None:
         """The token saved for ``scope``, or None. Raises TokenStoreError only when the
@@ -60,37 +65,22 @@ class TokenStorePort(Protocol):
         """Forget the token for ``scope``; deleting nothing is fine. Raises TokenStoreError."""
         ...
 
-
-@runtime_checkable
-class IssuanceLockPort(Protocol):
-    """A store shared between processes also offers one exclusive lock per scope, so that the
-    whole re-read -> re-check -> issue -> write sequence runs in one process at a time."""
-
     def issuance_lock(self, scope: BrokerScope, timeout_s: float) -> AbstractContextManager[None]:
-        """Hold the scope's lock for the ``with`` block. Raises TokenStoreError when it cannot
-        be had within ``timeout_s`` (another process is stuck issuing)."""
+        """Hold the scope's exclusive lock for the ``with`` block, so that re-read -> re-check ->
+        issue -> write runs in one process at a time (a no-op for a store that is not shared).
+        Raises TokenStoreError when it cannot be had within ``timeout_s``."""
         ...
 
-
-@runtime_checkable
-class IssuanceLedgerPort(Protocol):
-    """A store that also keeps each scope's :class:`IssuanceLedger`, so the issuance budget
-    survives restarts and is shared by every process using the store."""
-
     def load_ledger(self, scope: BrokerScope) -> IssuanceLedger:
-        """The scope's ledger; an empty one when nothing (or nothing readable) is kept.
-        Raises TokenStoreError only when the store itself is unreachable."""
+        """The scope's :class:`IssuanceLedger`; an empty one when nothing (or nothing readable)
+        is kept. Raises TokenStoreError only when the store itself is unreachable."""
         ...
 
     def save_ledger(self, scope: BrokerScope, ledger: IssuanceLedger) -> None:
         """Keep ``ledger`` for ``scope``, leaving its token alone. Raises TokenStoreError."""
         ...
 
-
-@runtime_checkable
-class TokenListingPort(Protocol):
-    """A store that can list what it holds (for ``qts status``)."""
-
     def tokens(self) -> list[AccessToken]:
-        """Every readable token in the store, ordered by scope. Raises TokenStoreError."""
+        """Every readable token in the store, ordered by scope (``qts status``).
+        Raises TokenStoreError."""
         ...

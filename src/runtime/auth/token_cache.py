@@ -8,7 +8,6 @@ stale or missing token takes the lock, so N threads arriving together cause one 
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import logging
 import threading
@@ -21,8 +20,6 @@ from runtime.auth.freshness import TokenState, refresh_at, token_state
 from runtime.auth.ports import (
     ClockPort,
     IssuanceLedger,
-    IssuanceLedgerPort,
-    IssuanceLockPort,
     TokenStorePort,
 )
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerScope
@@ -92,7 +89,7 @@ class TokenCache:
         self._margin = margin
         self._lock_timeout_s = lock_timeout_s
         self._budget = budget
-        # The ledger of a store that cannot keep one (IssuanceLedgerPort) lives here instead.
+        # What this process saw itself, in case the store loses its ledger (a corrupt file).
         self._local_ledger = IssuanceLedger()
         self._scope = broker.scope
         self._entry: _Entry | None = None
@@ -216,9 +213,7 @@ class TokenCache:
         return held
 
     def _store_lock(self, timeout_s: float) -> AbstractContextManager[None]:
-        if isinstance(self._store, IssuanceLockPort):
-            return self._store.issuance_lock(self._scope, timeout_s)
-        return contextlib.nullcontext()
+        return self._store.issuance_lock(self._scope, timeout_s)
 
     def _get_locked(self, timeout_s: float | None) -> AccessToken | _Blocked:
         now = self._clock.now()
@@ -333,8 +328,6 @@ class TokenCache:
 
     def _load_ledger(self) -> IssuanceLedger:
         local = self._local_ledger
-        if not isinstance(self._store, IssuanceLedgerPort):
-            return local
         shared = self._store.load_ledger(self._scope)
         # What this process saw itself still counts if the store lost it (a corrupt file).
         return IssuanceLedger(
@@ -344,12 +337,11 @@ class TokenCache:
 
     def _save_ledger(self, ledger: IssuanceLedger) -> None:
         self._local_ledger = ledger
-        if isinstance(self._store, IssuanceLedgerPort):
-            try:
-                self._store.save_ledger(self._scope, ledger)
-            except QTSError as exc:
-                # This process still keeps the budget; only other processes lose it.
-                _log.warning("could not save the issuance ledger for %s: %s", self._scope, exc)
+        try:
+            self._store.save_ledger(self._scope, ledger)
+        except QTSError as exc:
+            # This process still keeps the budget; only other processes lose it.
+            _log.warning("could not save the issuance ledger for %s: %s", self._scope, exc)
 
     def _load_from_store(self) -> AccessToken | None:
         stored = self._store.load(self._scope)

@@ -115,8 +115,7 @@ def status(args: argparse.Namespace, out: Output) -> int:
     clock = SystemClock()
     store = build_store(spec, clock=clock)
     now = clock.now()
-    listing = getattr(store, "tokens", None)
-    tokens = listing() if callable(listing) else []
+    tokens = store.tokens()
     rows = [
         {
             "mode": t.scope.mode.value,
@@ -186,7 +185,7 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
     """``qts emulator``: serve the offline KIS emulator until Ctrl-C."""
     import threading
 
-    from runtime.broker.kis.emulator import KISEmulator, demo_account
+    from kis_emulator import KISEmulator, demo_account
     from runtime.errors import ConfigError
 
     mode = str(getattr(args, "mode", None) or os.environ.get("KIS_MODE") or "VTS").strip().upper()

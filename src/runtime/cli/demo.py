@@ -23,9 +23,9 @@ _DAY_AND_A_MINUTE = 24 * 3600 + 60
 
 def run_demo(out: Output, *, mode: str = "VTS") -> int:
     """Walk mode branch → issue → cache hit → quote → expiry → reissue → reject → retry → revoke."""
+    from kis_emulator import KISEmulator, demo_account
     from runtime.bootstrap import build_runtime
     from runtime.broker.base import Mode
-    from runtime.broker.kis.emulator import KISEmulator, demo_account
     from runtime.clock import OffsetClock
     from runtime.settings import AppCredentials, Settings
 

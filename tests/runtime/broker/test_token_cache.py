@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import pytest
 
-from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache, TokenSource
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.clock import FakeClock
@@ -62,10 +62,11 @@ class SignallingBroker(FakeBroker):
         return super().issue_token(timeout_s=timeout_s)
 
 
-class WrongScopeStore:
+class WrongScopeStore(InMemoryTokenStore):
     """A broken store that answers every load with a token of another scope."""
 
     def __init__(self, foreign: AccessToken) -> None:
+        super().__init__()
         self.foreign = foreign
         self.saved: list[AccessToken] = []
 
@@ -74,9 +75,6 @@ class WrongScopeStore:
 
     def save(self, scope: BrokerScope, token: AccessToken) -> None:
         self.saved.append(token)
-
-    def delete(self, scope: BrokerScope) -> None:
-        pass
 
 
 class UnwritableStore(InMemoryTokenStore):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.auth.file_store import FileTokenStore
 from runtime.auth.ports import IssuanceLedger
+from runtime.auth.stores.file import FileTokenStore
 from runtime.bootstrap import build_store
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.config import load_settings
@@ -193,7 +193,7 @@ def test_a_failed_write_raises_token_store_error_and_keeps_the_old_file(
         f"""
         import resource, signal, sys
         from datetime import UTC, datetime
-        from runtime.auth.file_store import FileTokenStore
+        from runtime.auth.stores.file import FileTokenStore
         from runtime.broker.base import AccessToken, BrokerScope, Mode
         from runtime.errors import TokenStoreError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -298,7 +298,7 @@ def test_a_bad_qts_wait_on_rate_limit_is_a_config_error(monkeypatch: pytest.Monk
 
 
 def test_a_redis_url_builds_a_redis_store_and_hides_its_password() -> None:
-    from runtime.auth.redis_store import RedisTokenStore
+    from runtime.auth.stores.redis import RedisTokenStore
 
     spec = TokenStoreSpec(StoreKind.REDIS, "redis://:hunter2@127.0.0.1:6399/0")
     assert isinstance(build_store(spec), RedisTokenStore)  # connects lazily

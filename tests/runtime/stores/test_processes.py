@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.auth.file_store import FileTokenStore
+from kis_emulator import KISEmulator, demo_account
+from runtime.auth.stores.file import FileTokenStore
 from runtime.broker.base import AccessToken, BrokerScope, Mode
-from runtime.broker.kis.emulator import KISEmulator, demo_account
 from runtime.masking import fingerprint
 from tests.support.processes import child_env, start_at_once
 
@@ -127,7 +127,7 @@ _SAVE_THEN_HANG = textwrap.dedent(
     """
     import os, sys, time
     from datetime import UTC, datetime, timedelta
-    from runtime.auth.file_store import FileTokenStore
+    from runtime.auth.stores.file import FileTokenStore
     from runtime.broker.base import AccessToken, BrokerScope, Mode
     scope = BrokerScope(Mode.VTS, sys.argv[2])
     t0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -170,7 +170,7 @@ _SAVE_FOREVER = textwrap.dedent(
     """
     import itertools, sys
     from datetime import UTC, datetime, timedelta
-    from runtime.auth.file_store import FileTokenStore
+    from runtime.auth.stores.file import FileTokenStore
     from runtime.auth.ports import IssuanceLedger
     from runtime.broker.base import AccessToken, BrokerScope, Mode
     scope = BrokerScope(Mode.VTS, sys.argv[2])

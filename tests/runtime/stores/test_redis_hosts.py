@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from runtime.auth.redis_store import RedisTokenStore
+from kis_emulator import KISEmulator, demo_account
+from kis_emulator.config import EmulatorConfig
+from runtime.auth.stores.redis import RedisTokenStore
 from runtime.broker.base import BrokerScope, Mode
-from runtime.broker.kis.emulator import KISEmulator, demo_account
-from runtime.broker.kis.emulator.config import EmulatorConfig
 from runtime.clock import SystemClock
 from runtime.masking import fingerprint
 from tests.runtime.stores.redis_server import SKIP_REASON

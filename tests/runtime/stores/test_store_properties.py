@@ -23,9 +23,9 @@ from hypothesis.stateful import (
 )
 
 from runtime.auth.budget import IssuanceBudget
-from runtime.auth.file_store import FileTokenStore
 from runtime.auth.ports import TokenStorePort
-from runtime.auth.stores import InMemoryTokenStore
+from runtime.auth.stores.file import FileTokenStore
+from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.clock import FakeClock
@@ -146,7 +146,7 @@ class RedisMachine(StoreMachine):
     def make_store(self) -> TokenStorePort:
         import redis
 
-        from runtime.auth.redis_store import RedisTokenStore
+        from runtime.auth.stores.redis import RedisTokenStore
 
         self.prefix = f"machine-{uuid.uuid4().hex}"
         self.client = redis.Redis.from_url(self.url)

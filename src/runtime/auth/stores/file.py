@@ -23,36 +23,39 @@ import stat
 import tempfile
 import threading
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import filelock
 
 from runtime.auth.ports import IssuanceLedger
-from runtime.auth.stores import check_scope, load_all
+from runtime.auth.stores.document import (
+    UnreadableEntry,
+    check_scope,
+    empty_document,
+    iso_or_none,
+    ledger_from_document,
+    load_all,
+    parse_document,
+    token_from_document,
+    token_to_json,
+)
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.errors import TokenStoreError
 
-__all__ = ["SCHEMA_VERSION", "FileTokenStore"]
+__all__ = ["FileTokenStore"]
 
 _log = logging.getLogger(__name__)
 
-#: The ``schema`` field of every file this version writes; files with another one are misses.
-SCHEMA_VERSION = 1
 _MAX_FILE_BYTES = 64 * 1024  # a token file is well under 1 KiB; anything bigger is not ours
 _NAME = re.compile(r"(VTS|REAL)-([0-9a-f]{12})\.json")
 _WRITE_LOCK_TIMEOUT_S = 30.0
 
 
-class UnreadableEntry(Exception):
-    """A stored entry that must be treated as a miss; the message says why (never the token)."""
-
-
 class FileTokenStore:
     """Tokens and issuance ledgers in ``folder``, one file per scope; see the module docstring.
 
-    Implements TokenStorePort, IssuanceLockPort, IssuanceLedgerPort and TokenListingPort.
+    Implements TokenStorePort.
     Nothing touches the disk until the first call.
     """
 
@@ -73,6 +76,11 @@ class FileTokenStore:
 
     # --- TokenStorePort ------------------------------------------------------------------------
 
+    @property
+    def shared(self) -> bool:
+        """Always: every process of this user on this host sees the same entries."""
+        return True
+
     def load(self, scope: BrokerScope) -> AccessToken | None:
         data = self._read(scope)
         return token_from_document(data, scope) if data is not None else None
@@ -92,7 +100,7 @@ class FileTokenStore:
             data["token"] = None
             self._write(scope, data)  # the ledger outlives the token: the budget still applies
 
-    # --- IssuanceLedgerPort --------------------------------------------------------------------
+    # --- ledger --------------------------------------------------------------------
 
     def load_ledger(self, scope: BrokerScope) -> IssuanceLedger:
         data = self._read(scope)
@@ -105,7 +113,7 @@ class FileTokenStore:
             data["blocked_until"] = iso_or_none(ledger.blocked_until)
             self._write(scope, data)
 
-    # --- IssuanceLockPort ----------------------------------------------------------------------
+    # --- lock ----------------------------------------------------------------------
 
     @contextlib.contextmanager
     def issuance_lock(self, scope: BrokerScope, timeout_s: float) -> Iterator[None]:
@@ -125,7 +133,7 @@ class FileTokenStore:
         finally:
             lock.release()
 
-    # --- TokenListingPort ----------------------------------------------------------------------
+    # --- listing ----------------------------------------------------------------------
 
     def tokens(self) -> list[AccessToken]:
         """Every readable token in the folder, ordered by scope."""
@@ -247,90 +255,3 @@ def _fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def empty_document(scope: BrokerScope) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA_VERSION,
-        "scope": {"mode": scope.mode.value, "key_fingerprint": scope.key_fingerprint},
-        "token": None,
-        "last_issued_at": None,
-        "blocked_until": None,
-    }
-
-
-def parse_document(raw: bytes, scope: BrokerScope) -> dict[str, Any]:
-    """The checked document of ``scope`` (file or Redis value), or UnreadableEntry saying why not."""
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UnreadableEntry("not valid JSON (truncated or corrupt)") from None
-    if not isinstance(data, dict):
-        raise UnreadableEntry("not a JSON object")
-    if data.get("schema") != SCHEMA_VERSION:
-        raise UnreadableEntry(f"unknown schema {data.get('schema')!r} (this version reads {SCHEMA_VERSION})")
-    if data.get("scope") != {"mode": scope.mode.value, "key_fingerprint": scope.key_fingerprint}:
-        raise UnreadableEntry(f"it names another scope than {scope}")
-    for field in ("last_issued_at", "blocked_until"):
-        _datetime_or_none(data.get(field), field)
-    token = data.get("token")
-    if token is not None:
-        _token_from_raw(token, scope)  # validated here so a bad token makes the whole file a miss
-    return data
-
-
-def token_to_json(token: AccessToken) -> dict[str, Any]:
-    return {
-        "value": token.value,
-        "token_type": token.token_type,
-        "expires_at": token.expires_at.isoformat(),
-        "issued_at": token.issued_at.isoformat(),
-    }
-
-
-def token_from_document(data: dict[str, Any], scope: BrokerScope) -> AccessToken | None:
-    raw = data.get("token")
-    return None if raw is None else _token_from_raw(raw, scope)
-
-
-def _token_from_raw(raw: object, scope: BrokerScope) -> AccessToken:
-    if not isinstance(raw, dict) or set(raw) != {"value", "token_type", "expires_at", "issued_at"}:
-        raise UnreadableEntry("the token entry does not have the expected fields")
-    value, token_type = raw["value"], raw["token_type"]
-    if not isinstance(value, str) or not isinstance(token_type, str) or not token_type:
-        raise UnreadableEntry("the token entry has a value or type that is not text")
-    expires_at = _datetime_or_none(raw["expires_at"], "expires_at")
-    issued_at = _datetime_or_none(raw["issued_at"], "issued_at")
-    if expires_at is None or issued_at is None:
-        raise UnreadableEntry("the token entry lacks its times")
-    try:
-        return AccessToken(
-            value=value, token_type=token_type, expires_at=expires_at, issued_at=issued_at, scope=scope
-        )
-    except ValueError:
-        raise UnreadableEntry("the token entry does not pass validation") from None
-
-
-def ledger_from_document(data: dict[str, Any]) -> IssuanceLedger:
-    return IssuanceLedger(
-        last_issued_at=_datetime_or_none(data.get("last_issued_at"), "last_issued_at"),
-        blocked_until=_datetime_or_none(data.get("blocked_until"), "blocked_until"),
-    )
-
-
-def _datetime_or_none(value: object, field: str) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise UnreadableEntry(f"{field} is not an ISO datetime")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise UnreadableEntry(f"{field} is not an ISO datetime") from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise UnreadableEntry(f"{field} has no timezone")
-    return moment
-
-
-def iso_or_none(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()

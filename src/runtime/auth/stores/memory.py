@@ -1,27 +1,16 @@
-"""Token stores that live inside one process."""
+"""InMemoryTokenStore: tokens and ledgers in a dict, for one process (tests, notebooks)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterator
 
-from runtime.auth.ports import IssuanceLedger, TokenStorePort
+from runtime.auth.ports import IssuanceLedger
+from runtime.auth.stores.document import check_scope
 from runtime.broker.base import AccessToken, BrokerScope
-from runtime.errors import ScopeMismatchError
 
-__all__ = ["InMemoryTokenStore", "check_scope", "load_all"]
-
-
-def check_scope(scope: BrokerScope, token: AccessToken) -> None:
-    """Refuse to file a token under another scope than its own (REAL and VTS never mix)."""
-    if token.scope != scope:
-        raise ScopeMismatchError(f"a token of {token.scope} cannot be stored for {scope}")
-
-
-def load_all(store: TokenStorePort, scopes: Iterable[BrokerScope]) -> list[AccessToken]:
-    """Every readable token among ``scopes``, ordered by scope (``qts status``)."""
-    found = [token for token in map(store.load, scopes) if token is not None]
-    return sorted(found, key=lambda token: token.scope)
+__all__ = ["InMemoryTokenStore"]
 
 
 class InMemoryTokenStore:
@@ -31,6 +20,16 @@ class InMemoryTokenStore:
         self._tokens: dict[BrokerScope, AccessToken] = {}
         self._ledgers: dict[BrokerScope, IssuanceLedger] = {}
         self._lock = threading.Lock()
+
+    @property
+    def shared(self) -> bool:
+        """Never: the dict lives and dies with this process."""
+        return False
+
+    @contextlib.contextmanager
+    def issuance_lock(self, scope: BrokerScope, timeout_s: float) -> Iterator[None]:
+        """A no-op: one process has no one to coordinate with (the cache has its own lock)."""
+        yield
 
     def load(self, scope: BrokerScope) -> AccessToken | None:
         with self._lock:

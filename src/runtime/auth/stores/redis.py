@@ -26,17 +26,18 @@ from typing import Any
 import redis
 import redis.exceptions
 
-from runtime.auth.file_store import (
+from runtime.auth.ports import ClockPort, IssuanceLedger
+from runtime.auth.stores.document import (
     UnreadableEntry,
+    check_scope,
     empty_document,
     iso_or_none,
     ledger_from_document,
+    load_all,
     parse_document,
     token_from_document,
     token_to_json,
 )
-from runtime.auth.ports import ClockPort, IssuanceLedger
-from runtime.auth.stores import check_scope, load_all
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.errors import TokenStoreError
 
@@ -54,7 +55,7 @@ class RedisTokenStore:
 
     ``clock`` gives the TTLs (the token's life left); ``lock_lease_s`` is how long a lock
     outlives a holder that died, and must exceed the longest tokenP request.
-    Implements TokenStorePort, IssuanceLockPort, IssuanceLedgerPort and TokenListingPort.
+    Implements TokenStorePort.
     """
 
     def __init__(
@@ -84,6 +85,11 @@ class RedisTokenStore:
 
     # --- TokenStorePort ------------------------------------------------------------------------
 
+    @property
+    def shared(self) -> bool:
+        """Always: every host on the Redis server sees the same entries."""
+        return True
+
     def load(self, scope: BrokerScope) -> AccessToken | None:
         data = self._get_document(self._key("token", scope), scope)
         return token_from_document(data, scope) if data is not None else None
@@ -100,7 +106,7 @@ class RedisTokenStore:
         with self._errors("delete a token from"):
             self._client.delete(self._key("token", scope))
 
-    # --- IssuanceLedgerPort --------------------------------------------------------------------
+    # --- ledger --------------------------------------------------------------------
 
     def load_ledger(self, scope: BrokerScope) -> IssuanceLedger:
         data = self._get_document(self._key("ledger", scope), scope)
@@ -113,7 +119,7 @@ class RedisTokenStore:
         with self._errors("save the issuance ledger to"):
             self._client.set(self._key("ledger", scope), _dump(document), px=_ms(_LEDGER_TTL))
 
-    # --- IssuanceLockPort ----------------------------------------------------------------------
+    # --- lock ----------------------------------------------------------------------
 
     @contextlib.contextmanager
     def issuance_lock(self, scope: BrokerScope, timeout_s: float) -> Iterator[None]:
@@ -145,7 +151,7 @@ class RedisTokenStore:
             except redis.exceptions.RedisError as exc:
                 _log.warning("could not release the token lock for %s: %s", scope, exc)
 
-    # --- TokenListingPort ----------------------------------------------------------------------
+    # --- listing ----------------------------------------------------------------------
 
     def tokens(self) -> list[AccessToken]:
         """Every readable token under the prefix, ordered by scope."""

@@ -1,0 +1,140 @@
+"""The stored document: one JSON object per scope, the same in a file and in a Redis value.
+
+It holds the scope's token and issuance ledger, never a credential. Parsing is strict: anything
+that is not exactly what this version writes becomes :class:`UnreadableEntry`, which every
+store turns into a miss with a warning, never an error and never a served bad token.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Protocol
+
+from runtime.auth.ports import IssuanceLedger
+from runtime.broker.base import AccessToken, BrokerScope
+from runtime.errors import ScopeMismatchError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "UnreadableEntry",
+    "check_scope",
+    "empty_document",
+    "iso_or_none",
+    "ledger_from_document",
+    "load_all",
+    "parse_document",
+    "token_from_document",
+    "token_to_json",
+]
+
+#: The ``schema`` field of every document this version writes; documents with another one are misses.
+SCHEMA_VERSION = 1
+
+
+class UnreadableEntry(Exception):
+    """A stored entry that must be treated as a miss; the message says why (never the token)."""
+
+
+class _Loads(Protocol):
+    def load(self, scope: BrokerScope) -> AccessToken | None: ...
+
+
+def check_scope(scope: BrokerScope, token: AccessToken) -> None:
+    """Refuse to file a token under another scope than its own (REAL and VTS never mix)."""
+    if token.scope != scope:
+        raise ScopeMismatchError(f"a token of {token.scope} cannot be stored for {scope}")
+
+
+def load_all(store: _Loads, scopes: Iterable[BrokerScope]) -> list[AccessToken]:
+    """Every readable token among ``scopes``, ordered by scope (``qts status``)."""
+    found = [token for token in map(store.load, scopes) if token is not None]
+    return sorted(found, key=lambda token: token.scope)
+
+
+def empty_document(scope: BrokerScope) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "scope": {"mode": scope.mode.value, "key_fingerprint": scope.key_fingerprint},
+        "token": None,
+        "last_issued_at": None,
+        "blocked_until": None,
+    }
+
+
+def parse_document(raw: bytes, scope: BrokerScope) -> dict[str, Any]:
+    """The checked document of ``scope`` (file or Redis value), or UnreadableEntry saying why not."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UnreadableEntry("not valid JSON (truncated or corrupt)") from None
+    if not isinstance(data, dict):
+        raise UnreadableEntry("not a JSON object")
+    if data.get("schema") != SCHEMA_VERSION:
+        raise UnreadableEntry(f"unknown schema {data.get('schema')!r} (this version reads {SCHEMA_VERSION})")
+    if data.get("scope") != {"mode": scope.mode.value, "key_fingerprint": scope.key_fingerprint}:
+        raise UnreadableEntry(f"it names another scope than {scope}")
+    for field in ("last_issued_at", "blocked_until"):
+        _datetime_or_none(data.get(field), field)
+    token = data.get("token")
+    if token is not None:
+        _token_from_raw(token, scope)  # validated here so a bad token makes the whole file a miss
+    return data
+
+
+def token_to_json(token: AccessToken) -> dict[str, Any]:
+    return {
+        "value": token.value,
+        "token_type": token.token_type,
+        "expires_at": token.expires_at.isoformat(),
+        "issued_at": token.issued_at.isoformat(),
+    }
+
+
+def token_from_document(data: dict[str, Any], scope: BrokerScope) -> AccessToken | None:
+    raw = data.get("token")
+    return None if raw is None else _token_from_raw(raw, scope)
+
+
+def _token_from_raw(raw: object, scope: BrokerScope) -> AccessToken:
+    if not isinstance(raw, dict) or set(raw) != {"value", "token_type", "expires_at", "issued_at"}:
+        raise UnreadableEntry("the token entry does not have the expected fields")
+    value, token_type = raw["value"], raw["token_type"]
+    if not isinstance(value, str) or not isinstance(token_type, str) or not token_type:
+        raise UnreadableEntry("the token entry has a value or type that is not text")
+    expires_at = _datetime_or_none(raw["expires_at"], "expires_at")
+    issued_at = _datetime_or_none(raw["issued_at"], "issued_at")
+    if expires_at is None or issued_at is None:
+        raise UnreadableEntry("the token entry lacks its times")
+    try:
+        return AccessToken(
+            value=value, token_type=token_type, expires_at=expires_at, issued_at=issued_at, scope=scope
+        )
+    except ValueError:
+        raise UnreadableEntry("the token entry does not pass validation") from None
+
+
+def ledger_from_document(data: dict[str, Any]) -> IssuanceLedger:
+    return IssuanceLedger(
+        last_issued_at=_datetime_or_none(data.get("last_issued_at"), "last_issued_at"),
+        blocked_until=_datetime_or_none(data.get("blocked_until"), "blocked_until"),
+    )
+
+
+def _datetime_or_none(value: object, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise UnreadableEntry(f"{field} is not an ISO datetime")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise UnreadableEntry(f"{field} is not an ISO datetime") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise UnreadableEntry(f"{field} has no timezone")
+    return moment
+
+
+def iso_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
