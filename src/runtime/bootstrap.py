@@ -7,26 +7,29 @@ machinery, the clock and the time limits.
 
 from __future__ import annotations
 
-import ssl
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import urllib3
-
-from runtime.auth.budget import ISSUE_INTERVAL, IssuanceBudget, WaitHook
-from runtime.auth.pacing import DEFAULT_MAX_RPS, Pacer
-from runtime.auth.ports import TokenStorePort
-from runtime.auth.session import KISRuntime
+from runtime.auth.budget import ISSUE_INTERVAL, ISSUE_MARGIN, IssuanceBudget, WaitHook
+from runtime.auth.call_budget import KEY_LIMIT_PER_S
+from runtime.auth.call_budget.memory import InProcessCallBudget
+from runtime.auth.ports import CallBudgetPort, TokenStorePort
 from runtime.auth.stores.memory import InMemoryTokenStore
-from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import BrokerAuthPort
-from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import ClockPort, SystemClock
 from runtime.config import default_token_folder
 from runtime.errors import ConfigError, ScopeMismatchError
 from runtime.settings import Settings, StoreKind, TokenStoreSpec
 
-__all__ = ["build_http", "build_runtime", "build_store"]
+# The HTTP library and the runtime are imported where a runtime is built, so that `qts status`
+# (build_store and build_call_budget only) never loads urllib3.
+if TYPE_CHECKING:
+    import urllib3
+
+    from runtime.auth.session import KISRuntime
+
+__all__ = ["build_call_budget", "build_http", "build_runtime", "build_store"]
 
 # One pool per host; enough connections for a few worker threads to share keep-alive.
 _POOL_SIZE = 8
@@ -40,6 +43,7 @@ def build_runtime(
     broker: BrokerAuthPort | None = None,
     http: urllib3.PoolManager | None = None,
     on_wait: WaitHook | None = None,
+    call_budget: CallBudgetPort | None = None,
 ) -> KISRuntime:
     """Wire a KISRuntime for ``settings``; any part may be replaced (tests pass fakes).
 
@@ -51,9 +55,14 @@ def build_runtime(
     Raises ConfigError when the settings ask for something that cannot be built, and
     ScopeMismatchError when an injected broker serves another (mode, key) than the settings.
     """
+    from runtime.auth.session import KISRuntime
+    from runtime.auth.token_cache import TokenCache
+
     clock = clock or SystemClock()
     owned_http = http is None and broker is None
     if broker is None:
+        from runtime.broker.kis.adapter import KISBrokerAdapter
+
         http = http or build_http(settings.ca_bundle)
         broker = KISBrokerAdapter(
             settings.mode,
@@ -71,7 +80,8 @@ def build_runtime(
     budget = IssuanceBudget(
         clock,
         wait=settings.wait_on_rate_limit,
-        min_interval=ISSUE_INTERVAL if store.shared else timedelta(0),
+        # A tokenP killed in flight may be counted by KIS from its answer, not from our send.
+        min_interval=ISSUE_INTERVAL + ISSUE_MARGIN if store.shared else timedelta(0),
         on_wait=on_wait,
     )
     cache = TokenCache(
@@ -83,14 +93,25 @@ def build_runtime(
         budget=budget,
     )
     on_close = http.clear if owned_http and http is not None else None
-    pacer = Pacer(clock, settings.max_rps or DEFAULT_MAX_RPS[settings.mode])
+    limit = settings.max_rps or KEY_LIMIT_PER_S[settings.mode]
+    # The call budget is shared as widely as the tokens: the same store choice.
+    call_budget = call_budget or build_call_budget(settings.token_store, limit, clock=clock)
     return KISRuntime(
-        broker, cache, clock, call_deadline_s=settings.call_deadline_s, pacer=pacer, on_close=on_close
+        broker,
+        cache,
+        clock,
+        call_deadline_s=settings.call_deadline_s,
+        call_budget=call_budget,
+        on_close=on_close,
     )
 
 
 def build_http(ca_bundle: Path | None = None) -> urllib3.PoolManager:
     """A PoolManager with certificate verification always on; ``ca_bundle`` adds a CA."""
+    import ssl
+
+    import urllib3
+
     context = ssl.create_default_context()
     if ca_bundle is not None:
         try:
@@ -129,3 +150,36 @@ def build_store(spec: TokenStoreSpec, *, clock: ClockPort | None = None) -> Toke
         except ValueError as exc:
             raise ConfigError(f"QTS_TOKEN_STORE: not a Redis URL redis-py can use ({exc})") from exc
     raise ConfigError(f"QTS_TOKEN_STORE: unknown store kind {spec.kind.value}")  # pragma: no cover
+
+
+def build_call_budget(
+    spec: TokenStoreSpec, limit_per_s: float, *, clock: ClockPort | None = None
+) -> CallBudgetPort:
+    """The key's call budget, shared as widely as the token store ``spec`` names: in-process for
+    memory, every process of the host for file (beside the token files), every host for Redis.
+
+    ``limit_per_s`` is the key's whole limit (``QTS_MAX_RPS``); a shared budget degrades to a
+    local quarter of it while its state cannot be reached. Raises ConfigError like build_store."""
+    clock = clock or SystemClock()
+    if spec.kind is StoreKind.MEMORY:
+        return InProcessCallBudget(clock, limit_per_s)
+    from runtime.auth.call_budget.fallback import FallbackCallBudget
+
+    shared: CallBudgetPort
+    if spec.kind is StoreKind.FILE:
+        from runtime.auth.call_budget.file import FileCallBudget
+
+        shared = FileCallBudget(spec.location or default_token_folder(), clock, limit_per_s)
+    else:
+        try:
+            from runtime.auth.call_budget.redis import RedisCallBudget
+        except ImportError as exc:
+            raise ConfigError(
+                "QTS_TOKEN_STORE: the redis store needs redis-py; install it with "
+                "pip install 'qts-runtime[redis]'"
+            ) from exc
+        try:
+            shared = RedisCallBudget.from_url(spec.location or "", clock, limit_per_s)
+        except ValueError as exc:
+            raise ConfigError(f"QTS_TOKEN_STORE: not a Redis URL redis-py can use ({exc})") from exc
+    return FallbackCallBudget(shared, clock, limit_per_s)

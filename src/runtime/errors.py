@@ -13,6 +13,7 @@ from datetime import timedelta
 __all__ = [
     "BrokerCallError",
     "BrokerUnavailableError",
+    "CallBudgetExhaustedError",
     "CallRateLimitedError",
     "ConfigError",
     "CredentialsRejectedError",
@@ -89,6 +90,23 @@ class IssuanceRateLimitedError(RateLimitedError):
 
 class CallRateLimitedError(RateLimitedError):
     """More calls per second than KIS allows (EGW00201)."""
+
+
+class CallBudgetExhaustedError(RateLimitedError):
+    """The key's shared call budget has no slot before this call's deadline; nothing was sent.
+
+    ``queue_s`` is how far ahead the key's budget is already booked (``retry_after`` too) and
+    ``queue`` about how many calls wait ahead of this one, across every process on the key.
+    """
+
+    def __init__(self, message: str, *, retry_after: timedelta, queue: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.queue = queue
+
+    @property
+    def queue_s(self) -> float:
+        """Seconds until the first free slot of the key's budget."""
+        return self.retry_after.total_seconds()
 
 
 class BrokerUnavailableError(QTSError):

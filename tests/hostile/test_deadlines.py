@@ -13,7 +13,7 @@ import filelock
 import pytest
 
 from kis_emulator import EmulatorConfig, KISEmulator
-from runtime.auth.pacing import Pacer
+from runtime.auth.call_budget.memory import InProcessCallBudget
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.stores.memory import InMemoryTokenStore
@@ -21,7 +21,7 @@ from runtime.auth.token_cache import TokenCache
 from runtime.bootstrap import build_runtime
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, Mode
 from runtime.clock import FakeClock, SystemClock
-from runtime.errors import BrokerUnavailableError, CallRateLimitedError, TokenStoreError
+from runtime.errors import BrokerUnavailableError, CallBudgetExhaustedError, TokenStoreError
 from runtime.settings import AppCredentials, Settings
 from tests.hostile.support import APP_KEY, APP_SECRET, PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, TOKEN_PATH
 from tests.support.fakes import FakeBroker
@@ -113,7 +113,8 @@ class RecordingBroker(FakeBroker):
 def _fake_runtime(clock: FakeClock, max_rps: float) -> tuple[KISRuntime, RecordingBroker]:
     broker = RecordingBroker(clock)
     cache = TokenCache(broker, InMemoryTokenStore(), clock, lock_timeout_s=PACED_DEADLINE_S)
-    runtime = KISRuntime(broker, cache, clock, call_deadline_s=PACED_DEADLINE_S, pacer=Pacer(clock, max_rps))
+    runtime = KISRuntime(broker, cache, clock, call_deadline_s=PACED_DEADLINE_S, call_budget=InProcessCallBudget(clock, max_rps)
+    )
     return runtime, broker
 
 
@@ -131,7 +132,7 @@ def test_a_pacing_wait_longer_than_the_deadline_is_refused_without_waiting(clock
     runtime, _broker = _fake_runtime(clock, max_rps=0.25)  # one call per 4 s
     _quote(runtime)
     before = clock.monotonic()
-    with pytest.raises(CallRateLimitedError) as caught:
+    with pytest.raises(CallBudgetExhaustedError) as caught:
         _quote(runtime)
     assert clock.monotonic() == before, "no time was spent on a wait that could not fit"
     assert caught.value.retry_after.total_seconds() > PACED_DEADLINE_S

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from runtime.auth.pacing import DEFAULT_MAX_RPS, Pacer
-from runtime.auth.ports import ClockPort
+from runtime.auth.call_budget import KEY_LIMIT_PER_S
+from runtime.auth.call_budget.memory import InProcessCallBudget
+from runtime.auth.ports import CallBudgetPort, ClockPort
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerRequest, BrokerResponse, BrokerScope
+from runtime.deadline import Deadline
 from runtime.errors import (
-    BrokerUnavailableError,
     CallRateLimitedError,
     InvalidRequestError,
     OrderRefusedError,
@@ -25,11 +25,10 @@ __all__ = ["KISRuntime"]
 
 _log = logging.getLogger(__name__)
 
-# EGW00201 despite pacing (other processes share the key): a GET waits and tries again while
-# the call's deadline allows, each wait twice the last (capped), with jitter so processes that
-# hit the limit together spread out. The attempt cap only guards against a zero retry_after.
+# EGW00201 despite the shared budget (another tool on the key, KIS counting differently): the
+# budget is told, which holds back every process on the key, and a GET books a new slot while
+# the call's deadline allows. The attempt cap only guards against a zero retry_after.
 _RATE_LIMIT_ATTEMPTS = 8
-_RATE_LIMIT_MAX_PAUSE_S = 8.0
 
 
 class KISRuntime:
@@ -46,7 +45,7 @@ class KISRuntime:
         clock: ClockPort,
         *,
         call_deadline_s: float = 20.0,
-        pacer: Pacer | None = None,
+        call_budget: CallBudgetPort | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self._broker = broker
@@ -54,13 +53,17 @@ class KISRuntime:
         self._clock = clock
         self._deadline_s = call_deadline_s
         self._on_close = on_close
-        self._pacer = pacer or Pacer(clock, DEFAULT_MAX_RPS[cache.scope.mode])
-        self._jitter = random.Random()  # noqa: S311 - spreads retries, no security role
+        self._budget = call_budget or InProcessCallBudget(clock, KEY_LIMIT_PER_S[cache.scope.mode])
 
     @property
     def scope(self) -> BrokerScope:
         """The (mode, key fingerprint) this runtime works for."""
         return self._cache.scope
+
+    @property
+    def call_budget(self) -> CallBudgetPort:
+        """The key's call budget this runtime books its calls from."""
+        return self._budget
 
     @property
     def cache(self) -> TokenCache:
@@ -93,8 +96,8 @@ class KISRuntime:
             raise InvalidRequestError(f"invalid call: {exc}") from exc
         if request.is_order:
             raise OrderRefusedError(f"{request.path} is an order endpoint; Phase 2 sends no orders")
-        deadline = self._clock.monotonic() + self._deadline_s
-        token = self._cache.get(timeout_s=self._remaining(deadline))
+        deadline = Deadline.after(self._clock, self._deadline_s)
+        token = self._cache.get(timeout_s=deadline.left_or_raise())
         try:
             return self._send(request, token, deadline)
         except TokenRejectedError as rejected:
@@ -102,7 +105,7 @@ class KISRuntime:
             if request.method != "GET":
                 raise  # the call may have had an effect; the caller decides about resending it
             _log.info("token %s rejected (%s); reissuing and retrying once", token.masked, rejected.code)
-            fresh = self._cache.get(timeout_s=self._remaining(deadline))
+            fresh = self._cache.get(timeout_s=deadline.left_or_raise())
             if fresh.value == token.value:
                 raise StaleTokenError(
                     "KIS rejected the token and the reissue returned the same one", code=rejected.code
@@ -132,23 +135,17 @@ class KISRuntime:
     ) -> None:
         self.close()
 
-    def _send(self, request: BrokerRequest, token: AccessToken, deadline: float) -> BrokerResponse:
+    def _send(self, request: BrokerRequest, token: AccessToken, deadline: Deadline) -> BrokerResponse:
         for attempt in range(_RATE_LIMIT_ATTEMPTS):
-            self._pacer.acquire(self._remaining(deadline))
+            # Raises CallBudgetExhaustedError at once when no slot starts before the deadline.
+            self._budget.acquire(self.scope, deadline)
             try:
-                return self._broker.send(request, token, timeout_s=self._remaining(deadline))
+                return self._broker.send(request, token, timeout_s=deadline.left_or_raise())
             except CallRateLimitedError as limited:
-                backoff = min(limited.retry_after.total_seconds() * 2**attempt, _RATE_LIMIT_MAX_PAUSE_S)
-                pause = backoff * self._jitter.uniform(1.0, 1.5)
-                last = attempt + 1 == _RATE_LIMIT_ATTEMPTS
-                if request.method != "GET" or last or pause >= self._remaining(deadline):
+                self._budget.rate_limited(self.scope, limited.retry_after.total_seconds())
+                if request.method != "GET" or attempt + 1 == _RATE_LIMIT_ATTEMPTS:
                     raise
-                _log.info("EGW00201 on %s; waiting %.1f s before trying again", request.path, pause)
-                self._clock.sleep(pause)
+                _log.info(
+                    "EGW00201 on %s; the key's budget slows down and the call books a new slot", request.path
+                )
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
-
-    def _remaining(self, deadline: float) -> float:
-        left = deadline - self._clock.monotonic()
-        if left <= 0:
-            raise BrokerUnavailableError(f"call deadline of {self._deadline_s:g} s exceeded")
-        return left

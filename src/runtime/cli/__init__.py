@@ -79,6 +79,10 @@ _HINTS = {
     "WrongModeError": "KIS_MODE and the key pair disagree: use the VTS pair for VTS, the REAL pair for REAL.",
     "IssuanceRateLimitedError": "KIS issues one token per minute per app key; try again in a minute.",
     "CallRateLimitedError": "Too many calls per second; slow down and try again.",
+    "CallBudgetExhaustedError": (
+        "The key's call budget (QTS_MAX_RPS, shared by every process on the key) is booked past "
+        "the call deadline; try again shortly, or give calls more time (QTS_CALL_DEADLINE_S)."
+    ),
     "BrokerUnavailableError": "KIS could not be reached; check the network and try again later.",
     "TLSVerificationError": "Behind a corporate proxy? Set KIS_CA_BUNDLE to its CA certificate file.",
     "MalformedResponseError": "KIS answered something unexpected; try again, and report it if it persists.",

@@ -17,7 +17,7 @@ import urllib3
 
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
 from runtime.broker.kis import auth
-from runtime.broker.kis.transport import HttpReply, exchange
+from runtime.broker.kis.transport import HttpReply, exchange, fork_safe
 from runtime.clock import ClockPort, SystemClock
 from runtime.errors import BrokerUnavailableError, OrderRefusedError, ScopeMismatchError
 from runtime.masking import mask
@@ -54,7 +54,7 @@ class KISBrokerAdapter:
     ) -> None:
         self._mode = mode
         self._credentials = credentials
-        self._http = http
+        self._http = fork_safe(http)
         self._base_url = (base_url or mode.official_base_url).rstrip("/")
         self._clock: ClockPort = clock or SystemClock()
         self._timeout_s = timeout_s

@@ -1,0 +1,59 @@
+"""InProcessCallBudget: the key's budget inside one process (the memory token store)."""
+
+from __future__ import annotations
+
+import threading
+
+from runtime.auth.call_budget._common import max_wait, refused, usage_of
+from runtime.auth.call_budget.gcra import BudgetPolicy, BudgetState, Refusal, penalize, reserve
+from runtime.auth.ports import BudgetUsage, ClockPort
+from runtime.broker.base import BrokerScope
+from runtime.deadline import Deadline
+from runtime.forksafe import renew_in_child
+
+__all__ = ["InProcessCallBudget"]
+
+
+class InProcessCallBudget:
+    """GCRA state per scope in a dict, shared by every thread of this process. Implements CallBudgetPort.
+
+    A forked child starts with an empty budget and a fresh lock (it is another process).
+    """
+
+    def __init__(self, clock: ClockPort, limit_per_s: float) -> None:
+        self._clock = clock
+        self._policy = BudgetPolicy(limit_per_s)
+        self._states: dict[BrokerScope, BudgetState] = {}
+        self._lock = threading.Lock()
+        renew_in_child(self, InProcessCallBudget._forget)
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    @property
+    def policy(self) -> BudgetPolicy:
+        return self._policy
+
+    def acquire(self, scope: BrokerScope, deadline: Deadline) -> float:
+        with self._lock:
+            outcome = reserve(
+                self._states.get(scope), self._clock.monotonic(), self._policy, max_wait(deadline)
+            )
+            if isinstance(outcome, Refusal):
+                raise refused(outcome, self._policy, deadline)
+            self._states[scope] = outcome.state
+        self._clock.sleep(outcome.wait)
+        return outcome.wait
+
+    def rate_limited(self, scope: BrokerScope, retry_after_s: float) -> None:
+        with self._lock:
+            self._states[scope] = penalize(self._states.get(scope), self._clock.monotonic(), retry_after_s)
+
+    def usage(self, scope: BrokerScope) -> BudgetUsage | None:
+        with self._lock:
+            return usage_of(self._states.get(scope), self._clock.monotonic())
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._states = {}

@@ -1,0 +1,166 @@
+"""RedisCallBudget: the key's budget shared by every host on one Redis server.
+
+One Lua script does every step atomically on the server, on Redis's own clock (``TIME``), so
+hosts need no synchronised clocks: the script answers "your slot is in W seconds" and each host
+sleeps W on its own clock. It runs the rules of :mod:`.gcra` (book ``max(now, tat)``, move ``tat``
+one interval on, refuse without booking past the caller's wait, push ``tat`` forward and slow
+down after EGW00201). The state is one JSON string per key, ``<prefix>:budget:<MODE>:<fp>``,
+that expires once nothing is booked. A corrupt state is reset by the script, which says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import redis
+import redis.exceptions
+
+from runtime.auth.call_budget._common import BudgetStateUnavailable, max_wait, refused
+from runtime.auth.call_budget.gcra import (
+    HORIZON_S,
+    SLOW_FACTOR,
+    SLOW_FOR_S,
+    STARTS_KEPT,
+    BudgetPolicy,
+    Refusal,
+)
+from runtime.auth.ports import BudgetUsage, ClockPort
+from runtime.broker.base import BrokerScope
+from runtime.deadline import Deadline
+
+__all__ = ["RedisCallBudget"]
+
+_log = logging.getLogger(__name__)
+
+# KEYS[1]: the state. ARGV: op ("book" | "penalize" | "peek"), interval or hold (s), max wait (s),
+# limit per s. Returns {booked (0/1), wait (s, string), calls ahead, used last s, slot free in (s,
+# string), limit (string), slowed (0/1), reset (0/1)}. Floats leave Lua as strings: Redis would
+# truncate numbers to integers.
+_SCRIPT = f"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local op, a, b, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local raw = redis.call('GET', KEYS[1])
+local s, reset = nil, 0
+if raw then
+  local ok, d = pcall(cjson.decode, raw)
+  if ok and type(d) == 'table' and type(d.tat) == 'number' and type(d.slow_until) == 'number'
+     and type(d.limit) == 'number' and type(d.starts) == 'table' and d.tat - now <= {HORIZON_S} then
+    s = d
+  else
+    reset = 1
+  end
+end
+if not s then s = {{tat = now, starts = {{}}, slow_until = 0, limit = 0}} end
+local starts, used, ahead = {{}}, 0, 0
+for _, x in ipairs(s.starts) do
+  if type(x) == 'number' and x > now - 1 then
+    table.insert(starts, x)
+    if x > now then ahead = ahead + 1 else used = used + 1 end
+  end
+end
+local booked, wait, changed = 0, 0, reset
+if op == 'book' then
+  local slot = math.max(now, s.tat)
+  wait = slot - now
+  if wait <= b then
+    local interval = a
+    if now < s.slow_until then interval = a * {SLOW_FACTOR} end
+    table.insert(starts, slot)
+    while #starts > {STARTS_KEPT} do table.remove(starts, 1) end
+    s.tat = slot + interval
+    s.limit = limit
+    booked, changed = 1, 1
+  end
+elseif op == 'penalize' then
+  s.tat = math.max(s.tat, now + a)
+  s.slow_until = math.max(s.slow_until, now + {SLOW_FOR_S})
+  changed = 1
+end
+if changed == 1 then
+  s.starts = starts
+  local ttl = math.ceil(math.max(s.tat, s.slow_until) - now) + 60
+  redis.call('SET', KEYS[1], cjson.encode(s), 'EX', ttl)
+end
+local slowed = 0
+if now < s.slow_until then slowed = 1 end
+return {{booked, tostring(wait), ahead, used, tostring(math.max(s.tat - now, 0)), tostring(s.limit),
+        slowed, reset}}
+"""
+
+_PEEK_TIMEOUT_S = 2.0
+
+
+class RedisCallBudget:
+    """GCRA state per scope in Redis, booked by one Lua script. Implements CallBudgetPort.
+
+    ``client`` should have short socket timeouts: while Redis does not answer, no call starts
+    (:class:`~.fallback.FallbackCallBudget` goes local after the first failure).
+    """
+
+    def __init__(
+        self, client: redis.Redis, clock: ClockPort, limit_per_s: float, *, prefix: str = "qts"
+    ) -> None:
+        self._client = client
+        self._clock = clock
+        self._policy = BudgetPolicy(limit_per_s)
+        self._prefix = prefix
+        self._script = client.register_script(_SCRIPT)
+        self._warned_reset = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, clock: ClockPort, limit_per_s: float, **options: Any) -> RedisCallBudget:
+        """A budget on the server ``url`` names; connects lazily. Raises ValueError for a bad URL."""
+        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        return cls(client, clock, limit_per_s, **options)
+
+    @property
+    def shared(self) -> bool:
+        return True
+
+    @property
+    def policy(self) -> BudgetPolicy:
+        return self._policy
+
+    def acquire(self, scope: BrokerScope, deadline: Deadline) -> float:
+        reply = self._run(scope, "book", self._policy.interval, max_wait(deadline))
+        wait = float(reply[1])
+        if not int(reply[0]):
+            raise refused(Refusal(wait, int(reply[2])), self._policy, deadline)
+        self._clock.sleep(wait)
+        return wait
+
+    def rate_limited(self, scope: BrokerScope, retry_after_s: float) -> None:
+        try:
+            self._run(scope, "penalize", retry_after_s, 0.0)
+        except BudgetStateUnavailable as exc:
+            _log.warning("could not slow the shared call budget for %s: %s", scope, exc)
+
+    def usage(self, scope: BrokerScope) -> BudgetUsage | None:
+        reply = self._run(scope, "peek", 0.0, 0.0)
+        limit = float(reply[5])
+        if limit <= 0:
+            return None  # nothing was ever booked (or the state expired)
+        return BudgetUsage(
+            limit_per_s=limit,
+            used_last_s=int(reply[3]),
+            queue=int(reply[2]),
+            queue_s=round(float(reply[4]), 3),
+            slowed=bool(int(reply[6])),
+        )
+
+    def _run(self, scope: BrokerScope, op: str, a: float, b: float) -> list[Any]:
+        key = f"{self._prefix}:budget:{scope.mode.value}:{scope.key_fingerprint}"
+        try:
+            reply = self._script(keys=[key], args=[op, repr(a), repr(b), repr(self._policy.limit_per_s)])
+        except redis.exceptions.RedisError as exc:
+            raise BudgetStateUnavailable(
+                f"the Redis call budget is unreachable: {type(exc).__name__}"
+            ) from exc
+        if not isinstance(reply, list) or len(reply) != 8:
+            raise BudgetStateUnavailable("the Redis call budget script answered something unexpected")
+        if int(reply[7]):
+            _log.warning("the call budget of %s in Redis was unreadable; started afresh", scope)
+        return reply
