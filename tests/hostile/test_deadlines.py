@@ -113,7 +113,12 @@ class RecordingBroker(FakeBroker):
 def _fake_runtime(clock: FakeClock, max_rps: float) -> tuple[KISRuntime, RecordingBroker]:
     broker = RecordingBroker(clock)
     cache = TokenCache(broker, InMemoryTokenStore(), clock, lock_timeout_s=PACED_DEADLINE_S)
-    runtime = KISRuntime(broker, cache, clock, call_deadline_s=PACED_DEADLINE_S, call_budget=InProcessCallBudget(clock, max_rps)
+    runtime = KISRuntime(
+        broker,
+        cache,
+        clock,
+        call_deadline_s=PACED_DEADLINE_S,
+        call_budget=InProcessCallBudget(clock, max_rps),
     )
     return runtime, broker
 
