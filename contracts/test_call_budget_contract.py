@@ -1,7 +1,7 @@
 """CallBudgetPort contract, run against every call budget: in-process, file and Redis.
 
 On the real clock (Redis books on its own ``TIME``), with limits high enough that each test takes
-a fraction of a second. The algorithm's properties on a fake clock: tests/runtime/auth/test_call_budget_gcra.py.
+a fraction of a second. The algorithm on a fake clock: tests/runtime/auth/test_call_budget_gcra.py.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def test_a_slot_past_the_deadline_is_refused_at_once_and_books_nothing(make: Fac
     assert isinstance(refused.value, RateLimitedError)
     assert refused.value.exit_code == 5
     assert 0.3 < refused.value.queue_s <= BudgetPolicy(2).interval + 0.01
-    assert "booked" in str(refused.value) and "queued" in str(refused.value)
+    assert "booked" in str(refused.value)
+    assert "queued" in str(refused.value)
     # The refused call took no slot: the next one gets the slot the refused one was offered.
     waited = budget.acquire(VTS, _deadline())
     assert waited <= refused.value.queue_s + 0.01
@@ -109,7 +110,8 @@ def test_egw00201_holds_every_later_booking_back(make: Factory) -> None:
     budget.rate_limited(VTS, 0.3)
     assert budget.acquire(VTS, _deadline()) >= 0.25
     usage = budget.usage(VTS)
-    assert usage is not None and usage.slowed
+    assert usage is not None
+    assert usage.slowed
 
 
 def test_usage_reports_the_limit_the_last_second_and_the_queue(make: Factory) -> None:
@@ -120,7 +122,8 @@ def test_usage_reports_the_limit_the_last_second_and_the_queue(make: Factory) ->
     assert usage is not None
     assert usage.limit_per_s == 50
     assert 1 <= usage.used_last_s <= 3
-    assert usage.queue >= 0 and usage.queue_s >= 0
+    assert usage.queue >= 0
+    assert usage.queue_s >= 0
     assert not usage.slowed
 
 

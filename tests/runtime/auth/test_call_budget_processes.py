@@ -126,7 +126,8 @@ def test_a_corrupt_file_budget_is_reset_with_a_warning(
     assert budget.acquire(SCOPE, Deadline.after(CLOCK, 5)) == 0.0
     assert any("unreadable" in r.getMessage() for r in caplog.records)
     usage = budget.usage(SCOPE)
-    assert usage is not None and usage.limit_per_s == 20.0
+    assert usage is not None
+    assert usage.limit_per_s == 20.0
 
 
 def test_a_file_budget_from_before_a_reboot_is_reset(

@@ -67,7 +67,8 @@ def test_egw00201_on_a_get_slows_the_budget_and_books_again_within_the_deadline(
     gaps = [b - a for a, b in itertools.pairwise(broker.send_times)]
     assert all(gap >= 1.0 for gap in gaps), "each EGW00201 held the key back for its retry_after"
     usage = budget.usage(broker.scope)
-    assert usage is not None and usage.slowed
+    assert usage is not None
+    assert usage.slowed
 
 
 def test_egw00201_is_felt_by_another_runtime_on_the_same_budget() -> None:
