@@ -103,7 +103,10 @@ def run(quick: bool) -> Measured:
             clock=clock,
         )
         kis = KISRuntime(
-            adapter, TokenCache(adapter, InMemoryTokenStore(), clock), clock, call_budget=InProcessCallBudget(clock, 1e9)
+            adapter,
+            TokenCache(adapter, InMemoryTokenStore(), clock),
+            clock,
+            call_budget=InProcessCallBudget(clock, 1e9),
         )
         token = kis.access_token()
         split = urlsplit(base_url)
