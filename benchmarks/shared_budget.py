@@ -108,6 +108,8 @@ def _env(emulator: KISEmulator, mode: str, store: str, home: Path) -> dict[str, 
         f"KIS_{mode}_APP_KEY": account.app_key,
         f"KIS_{mode}_APP_SECRET": account.app_secret,
         "QTS_TOKEN_STORE": store,
+        # A snapshot of the source under test, when the run was started with one.
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
     }
 
 
