@@ -33,6 +33,7 @@ from runtime.errors import (
     StaleTokenError,
     TokenStoreError,
 )
+from runtime.forksafe import renew_in_child
 
 __all__ = ["TokenCache", "TokenSource"]
 
@@ -100,6 +101,7 @@ class TokenCache:
         self._rejected: collections.deque[bytes] = collections.deque(maxlen=_REJECTED_REMEMBERED)
         self.issued_count = 0
         self.last_source: str | None = None
+        renew_in_child(self, TokenCache._renew_after_fork)
 
     @property
     def scope(self) -> BrokerScope:
@@ -163,6 +165,9 @@ class TokenCache:
                 if entry is not None and self._clock.now() < entry.refresh_at:
                     self.last_source = TokenSource.MEMORY
                     return entry.token  # another thread refreshed while we waited
+                served = self._fresh_from_store()
+                if served is not None:
+                    return served
                 remaining = left()
                 with self._store_lock(timeout if remaining is None else max(remaining, 0.0)):
                     outcome = self._get_locked(remaining)
@@ -211,6 +216,23 @@ class TokenCache:
             self._no_refresh_before.clear()
             self._store.delete(self._scope)
         return held
+
+    def _fresh_from_store(self) -> AccessToken | None:
+        """A fresh token another process saved, read without the store's issuance lock: a host
+        that died holding that lock must not keep the others from a token that is already there."""
+        try:
+            stored = self._load_from_store()
+        except TokenStoreError:
+            return None  # the locked path reports the store's failure
+        if stored is None or token_state(stored, self._clock.now(), self._margin) is not TokenState.FRESH:
+            return None
+        self._remember(stored)
+        self.last_source = TokenSource.STORE
+        return stored
+
+    def _renew_after_fork(self) -> None:
+        # Another parent thread may have held the lock at fork(); the token itself is kept.
+        self._lock = threading.Lock()
 
     def _store_lock(self, timeout_s: float) -> AbstractContextManager[None]:
         return self._store.issuance_lock(self._scope, timeout_s)

@@ -92,3 +92,26 @@ def test_a_live_holder_keeps_the_lock_for_longer_than_its_lease(redis_url: str) 
     assert outcome == ["refused"]
     with other.issuance_lock(SCOPE, 0.5):
         pass  # released: the next one gets it at once
+
+
+def test_a_valid_token_in_the_store_is_served_while_a_dead_host_still_holds_the_lock(redis_url: str) -> None:
+    import redis as redis_py
+
+    from runtime.auth.token_cache import TokenCache, TokenSource
+    from runtime.clock import FakeClock
+    from tests.support.fakes import FakeBroker
+
+    clock = FakeClock()
+    broker = FakeBroker(clock, mode=Mode.REAL)
+    store = RedisTokenStore.from_url(redis_url, clock, prefix="lease-served")
+    saved = broker.issue_token()
+    store.save(broker.scope, saved)
+    # A host died holding the issuance lock for a long time (as with the old 120 s lease).
+    lock_key = f"lease-served:lock:{broker.scope.mode.value}:{broker.scope.key_fingerprint}"
+    redis_py.Redis.from_url(redis_url).set(lock_key, b"dead-host", ex=120)
+    cache = TokenCache(broker, store, clock, lock_timeout_s=0.5)
+    started = time.monotonic()
+    assert cache.get(timeout_s=0.5) == saved
+    assert time.monotonic() - started < 0.4
+    assert cache.last_source == TokenSource.STORE
+    assert broker.issue_calls == 1  # ours, above: the cache issued nothing
