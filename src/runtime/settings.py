@@ -81,7 +81,8 @@ class Settings:
     ca_bundle: Path | None = None
     #: After EGW00133 (or inside the one-tokenP-a-minute budget): wait it out (True) or raise.
     wait_on_rate_limit: bool = True
-    #: Calls per second this runtime allows itself per scope; None: VTS 2/s, REAL 15/s.
+    #: Calls per second for the whole key, shared by every runtime on it through the token store
+    #: (the call budget); None: the documented limit, VTS 2/s, REAL 20/s.
     max_rps: float | None = None
 
     @property
