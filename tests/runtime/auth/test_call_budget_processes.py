@@ -157,3 +157,44 @@ def test_a_corrupt_redis_budget_is_reset_with_a_warning(
     assert budget.acquire(SCOPE, Deadline.after(CLOCK, 5)) == 0.0
     assert sum("unreadable" in r.getMessage() for r in caplog.records) == 1
     assert budget.acquire(SCOPE, Deadline.after(CLOCK, 5)) > 0  # booked normally again
+
+
+def test_calls_go_on_when_redis_stops_under_a_running_runtime(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kis_emulator import KISEmulator, demo_account
+    from runtime.bootstrap import build_runtime
+    from runtime.settings import AppCredentials, Settings
+
+    account = demo_account("REAL")
+    with KISEmulator("REAL") as emulator:  # KIS's REAL limit: 20/s per key
+        with redis_server(tmp_path) as url:
+            settings = Settings(
+                mode=Mode.REAL,
+                credentials=AppCredentials(account.app_key, account.app_secret),
+                base_url=emulator.base_url,
+                token_store=TokenStoreSpec(StoreKind.REDIS, url),
+            )
+            kis = build_runtime(settings)
+            for _ in range(5):
+                kis.call(
+                    "GET",
+                    "/uapi/domestic-stock/v1/quotations/inquire-price",
+                    tr_id="FHKST01010100",
+                    params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"},
+                )
+        caplog.set_level(logging.WARNING)
+        with kis:
+            for _ in range(10):  # Redis is gone: the token is in memory, the budget goes local
+                kis.call(
+                    "GET",
+                    "/uapi/domestic-stock/v1/quotations/inquire-price",
+                    tr_id="FHKST01010100",
+                    params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"},
+                )
+        counters = emulator.counters()
+    assert counters["calls_ok"] == 15
+    assert counters["errors_by_code"].get("EGW00201", 0) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "out of reach" in warnings[0]
