@@ -102,8 +102,13 @@ def test_renewals_run_in_the_child_only_and_forget_dead_objects() -> None:
 
     holder = Holder()
     holder.lock.acquire()  # as if another thread held it at the fork
-    renew_in_child(holder, lambda h: setattr(h, "renewed", True) or setattr(h, "lock", threading.Lock()))
-    renew_in_child(Holder(), lambda h: setattr(h, "renewed", True))  # collected at once: forgotten
+
+    def renew(h: Holder) -> None:
+        h.renewed = True
+        h.lock = threading.Lock()
+
+    renew_in_child(holder, renew)
+    renew_in_child(Holder(), renew)  # collected at once: forgotten
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:

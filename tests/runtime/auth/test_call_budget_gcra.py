@@ -141,7 +141,9 @@ def test_usage_counts_the_last_second_and_the_queue() -> None:
     for _ in range(5):
         state = _book(state, 1000.0, policy).state
     # Slots at 1000, 1000.515, 1001.03, 1001.545, 1002.06
-    assert usage(state, 1000.6) == (2, 3, pytest.approx(1002.575 - 1000.6, abs=0.001))
+    used, queued, queue_s = usage(state, 1000.6)
+    assert (used, queued) == (2, 3)
+    assert queue_s == pytest.approx(1002.575 - 1000.6, abs=0.001)
     assert usage(None, 1000.0) == (0, 0, 0.0)
 
 

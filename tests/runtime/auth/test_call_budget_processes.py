@@ -93,6 +93,10 @@ def test_four_processes_on_one_key_share_its_limit_fairly(
     assert sum(counts) >= 0.85 * limit * seconds, counts
 
 
+def _degraded(budget: FallbackCallBudget) -> bool:
+    return budget.degraded  # a call, so that the type checker does not narrow the property
+
+
 def test_redis_stopped_mid_run_degrades_to_a_local_share_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -101,14 +105,14 @@ def test_redis_stopped_mid_run_degrades_to_a_local_share_with_one_warning(
         assert isinstance(budget, FallbackCallBudget)
         for _ in range(3):
             budget.acquire(SCOPE, Deadline.after(CLOCK, 5))
-        assert not budget.degraded
+        assert not _degraded(budget)
     # The server is gone now; calls go on at a quarter of the limit.
     caplog.set_level(logging.WARNING)
     started = time.monotonic()
     for _ in range(11):
         budget.acquire(SCOPE, Deadline.after(CLOCK, 5))
     elapsed = time.monotonic() - started
-    assert budget.degraded
+    assert _degraded(budget)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert "out of reach" in warnings[0].getMessage()
