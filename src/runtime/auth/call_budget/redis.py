@@ -11,7 +11,6 @@ that expires once nothing is booked. A corrupt state is reset by the script, whi
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import redis
@@ -108,7 +107,6 @@ class RedisCallBudget:
         self._policy = BudgetPolicy(limit_per_s)
         self._prefix = prefix
         self._script = client.register_script(_SCRIPT)
-        self._warned_reset = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, clock: ClockPort, limit_per_s: float, **options: Any) -> RedisCallBudget:
