@@ -2,7 +2,8 @@
 
 Usage: ``python _budget_child.py SECONDS READY GO OUT``; settings come from the environment
 (KIS_*, QTS_TOKEN_STORE, QTS_MAX_RPS). Takes its token, touches READY, waits for GO, calls for
-SECONDS, then writes to OUT: calls that succeeded, errors by type, and each call's budget wait.
+SECONDS from the moment GO names (a time.monotonic() value: one clock for every process of the
+host), then writes to OUT: when each successful call returned, errors by type, each budget wait.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 from runtime.auth.call_budget import KEY_LIMIT_PER_S
-from runtime.auth.ports import BudgetUsage, CallBudgetPort
+from runtime.auth.ports import Booking, BudgetUsage, CallBudgetPort
 from runtime.bootstrap import build_call_budget, build_runtime
 from runtime.broker.base import BrokerScope
 from runtime.config import load_settings
@@ -34,10 +35,13 @@ class RecordingBudget:
     def shared(self) -> bool:
         return self.inner.shared
 
-    def acquire(self, scope: BrokerScope, deadline: Deadline) -> float:
-        waited = self.inner.acquire(scope, deadline)
-        self.waits.append(waited)
-        return waited
+    def acquire(self, scope: BrokerScope, deadline: Deadline) -> Booking:
+        booking = self.inner.acquire(scope, deadline)
+        self.waits.append(booking.wait_s)
+        return booking
+
+    def release(self, scope: BrokerScope, booking: Booking) -> None:
+        self.inner.release(scope, booking)
 
     def rate_limited(self, scope: BrokerScope, retry_after_s: float) -> None:
         self.inner.rate_limited(scope, retry_after_s)
@@ -51,25 +55,22 @@ def main() -> int:
     settings = load_settings()
     limit = settings.max_rps or KEY_LIMIT_PER_S[settings.mode]
     budget = RecordingBudget(build_call_budget(settings.token_store, limit))
-    ok, errors = 0, {}
+    returned: list[float] = []
+    errors: dict[str, int] = {}
     with build_runtime(settings, call_budget=budget) as kis:
         kis.access_token()
         ready.touch()
-        while not go.exists():
+        while not go.exists():  # the parent renames it into place with its content
             time.sleep(0.001)
-        end = time.monotonic() + seconds
+        end = float(go.read_text()) + seconds
+        params = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
         while time.monotonic() < end:
             try:
-                kis.call(
-                    "GET",
-                    PRICE,
-                    tr_id="FHKST01010100",
-                    params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"},
-                )
-                ok += 1
+                kis.call("GET", PRICE, tr_id="FHKST01010100", params=params)
+                returned.append(time.monotonic())
             except QTSError as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-    out.write_text(json.dumps({"ok": ok, "errors": errors, "waits": budget.waits}))
+    out.write_text(json.dumps({"returned": returned, "errors": errors, "waits": budget.waits}))
     return 0
 
 

@@ -113,8 +113,10 @@ def _env(emulator: KISEmulator, mode: str, store: str, home: Path) -> dict[str, 
     }
 
 
-def _run_cell(envs: Sequence[dict[str, str]], seconds: float, work: Path) -> list[dict[str, Any]]:
-    """One child per environment, released together; what each wrote."""
+def _run_cell(
+    envs: Sequence[dict[str, str]], seconds: float, work: Path
+) -> tuple[float, list[dict[str, Any]]]:
+    """One child per environment, released together; when they were released, and what each wrote."""
     go = work / "go"
     ready = [work / f"ready-{i}" for i in range(len(envs))]
     outs = [work / f"out-{i}.json" for i in range(len(envs))]
@@ -136,12 +138,15 @@ def _run_cell(envs: Sequence[dict[str, str]], seconds: float, work: Path) -> lis
             raise RuntimeError(f"the children did not get ready: {errors}")
         time.sleep(0.01)
     time.sleep(1.1)  # the tokenP and warm-up calls of the emulator's window have passed
-    go.touch()
+    released = time.monotonic()
+    temp = work / "go.tmp"
+    temp.write_text(repr(released))
+    temp.replace(go)
     for child in children:
         _out, err = child.communicate(timeout=seconds + 120)
         if child.returncode != 0:
             raise RuntimeError(f"a child failed (exit {child.returncode}): {err[-1500:]}")
-    return [json.loads(o.read_text()) for o in outs]
+    return released, [json.loads(o.read_text()) for o in outs]
 
 
 def _cell(
@@ -153,11 +158,13 @@ def _cell(
             _env(emulator, mode, store, work / f"host-{h}") for h in range(hosts) for _ in range(per_host)
         ]
         before = emulator.counters()
-        results = _run_cell(envs, seconds, work)
+        released, results = _run_cell(envs, seconds, work)
         after = emulator.counters()
     limited = after["errors_by_code"].get("EGW00201", 0) - before["errors_by_code"].get("EGW00201", 0)
     ok_at_emulator = after["calls_ok"] - before["calls_ok"]
-    calls = [r["ok"] for r in results]
+    # Answers that came back within the cell's time: a call booked before the end but answered
+    # after it is not counted (it would flatter the rate by the length of the queue).
+    calls = [sum(1 for t in r["returned"] if released <= t <= released + seconds) for r in results]
     waits = [w for r in results for w in r["waits"]]
     errors: dict[str, int] = {}
     for r in results:

@@ -76,7 +76,7 @@ def test_nothing_is_booked_before_the_first_call(make: Factory) -> None:
 
 
 def test_the_first_call_on_a_key_starts_at_once(make: Factory) -> None:
-    assert make(20).acquire(VTS, _deadline()) == 0.0
+    assert make(20).acquire(VTS, _deadline()).wait_s == 0.0
 
 
 def test_calls_in_a_row_are_spaced_by_the_interval(make: Factory) -> None:
@@ -100,7 +100,7 @@ def test_a_slot_past_the_deadline_is_refused_at_once_and_books_nothing(make: Fac
     assert "booked" in str(refused.value)
     assert "queued" in str(refused.value)
     # The refused call took no slot: the next one gets the slot the refused one was offered.
-    waited = budget.acquire(VTS, _deadline())
+    waited = budget.acquire(VTS, _deadline()).wait_s
     assert waited <= refused.value.queue_s + 0.01
 
 
@@ -108,10 +108,22 @@ def test_egw00201_holds_every_later_booking_back(make: Factory) -> None:
     budget = make(50)
     budget.acquire(VTS, _deadline())
     budget.rate_limited(VTS, 0.3)
-    assert budget.acquire(VTS, _deadline()) >= 0.25
+    assert budget.acquire(VTS, _deadline()).wait_s >= 0.25
     usage = budget.usage(VTS)
     assert usage is not None
     assert usage.slowed
+
+
+def test_a_reported_answer_spaces_the_call_one_window_later_from_it(make: Factory) -> None:
+    """Released late (as if KIS got it late), the first of 2 calls a second pushes the third back."""
+    budget = make(2)
+    first = budget.acquire(VTS, _deadline())
+    time.sleep(0.3)
+    budget.release(VTS, first)
+    budget.release(VTS, budget.acquire(VTS, _deadline()))
+    third = budget.acquire(VTS, _deadline())
+    assert third.wait_s > 0
+    assert third.slot - first.slot >= 1.3 - 0.01
 
 
 def test_usage_reports_the_limit_the_last_second_and_the_queue(make: Factory) -> None:
@@ -130,7 +142,7 @@ def test_usage_reports_the_limit_the_last_second_and_the_queue(make: Factory) ->
 def test_keys_and_modes_have_budgets_of_their_own(make: Factory) -> None:
     budget = make(1)
     budget.acquire(VTS, _deadline())
-    assert budget.acquire(REAL, _deadline()) == 0.0
+    assert budget.acquire(REAL, _deadline()).wait_s == 0.0
     assert budget.usage(BrokerScope(Mode.VTS, fingerprint("PSvts-key-two"))) is None
 
 
@@ -139,7 +151,7 @@ def test_budgets_on_one_location_share_the_key(make: Factory) -> None:
     if not one.shared:
         pytest.skip("an in-process budget is shared by the threads of one runtime only")
     one.acquire(VTS, _deadline())
-    assert two.acquire(VTS, _deadline()) >= BudgetPolicy(2).interval - 0.05
+    assert two.acquire(VTS, _deadline()).wait_s >= BudgetPolicy(2).interval - 0.05
 
 
 def test_threads_asking_together_each_get_a_fair_share(make: Factory) -> None:
@@ -149,7 +161,7 @@ def test_threads_asking_together_each_get_a_fair_share(make: Factory) -> None:
 
     def work(i: int) -> None:
         while time.monotonic() < stop:
-            budget.acquire(VTS, _deadline())
+            budget.release(VTS, budget.acquire(VTS, _deadline()))
             counts[i] += 1
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]

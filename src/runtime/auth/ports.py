@@ -13,6 +13,7 @@ from runtime.clock import ClockPort
 from runtime.deadline import Deadline
 
 __all__ = [
+    "Booking",
     "BudgetUsage",
     "CallBudgetPort",
     "ClockPort",
@@ -105,6 +106,14 @@ class BudgetUsage:
     slowed: bool = False
 
 
+@attrs.frozen
+class Booking:
+    """A slot booked from a key's call budget: ``slot`` on the budget's clock, after ``wait_s``."""
+
+    wait_s: float
+    slot: float
+
+
 class CallBudgetPort(Protocol):
     """The per-key call budget shared by every runtime on the key (KIS counts per app key).
 
@@ -117,11 +126,16 @@ class CallBudgetPort(Protocol):
         """True when other processes or hosts book from the same budget."""
         ...
 
-    def acquire(self, scope: BrokerScope, deadline: Deadline) -> float:
-        """Book the next free slot of ``scope``'s budget and sleep until it; returns the seconds waited.
+    def acquire(self, scope: BrokerScope, deadline: Deadline) -> Booking:
+        """Book the next free slot of ``scope``'s budget and sleep until it.
 
         Raises CallBudgetExhaustedError at once, booking nothing, when that slot does not start
         before ``deadline`` (with a little time left for the call itself)."""
+        ...
+
+    def release(self, scope: BrokerScope, booking: Booking) -> None:
+        """The call sent in ``booking``'s slot has its answer (or failed): KIS has counted it by
+        now, which lets the budget space later calls by when KIS saw this one. Never raises."""
         ...
 
     def rate_limited(self, scope: BrokerScope, retry_after_s: float) -> None:

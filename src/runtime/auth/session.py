@@ -138,7 +138,7 @@ class KISRuntime:
     def _send(self, request: BrokerRequest, token: AccessToken, deadline: Deadline) -> BrokerResponse:
         for attempt in range(_RATE_LIMIT_ATTEMPTS):
             # Raises CallBudgetExhaustedError at once when no slot starts before the deadline.
-            self._budget.acquire(self.scope, deadline)
+            booking = self._budget.acquire(self.scope, deadline)
             try:
                 return self._broker.send(request, token, timeout_s=deadline.left_or_raise())
             except CallRateLimitedError as limited:
@@ -146,6 +146,9 @@ class KISRuntime:
                 if request.method != "GET" or attempt + 1 == _RATE_LIMIT_ATTEMPTS:
                     raise
                 _log.info(
-                    "EGW00201 on %s; the key's budget slows down and the call books a new slot", request.path
+                    "EGW00201 on %s; the key's budget slows down, the call books a new slot", request.path
                 )
+            finally:
+                # KIS has counted the call by now: later slots are spaced from this moment.
+                self._budget.release(self.scope, booking)
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover

@@ -15,6 +15,7 @@ import pytest
 
 from runtime.auth.call_budget.fallback import LOCAL_SHARE, FallbackCallBudget
 from runtime.auth.call_budget.file import FileCallBudget
+from runtime.auth.call_budget.gcra import BudgetPolicy
 from runtime.auth.call_budget.redis import RedisCallBudget
 from runtime.bootstrap import build_call_budget
 from runtime.broker.base import BrokerScope, Mode
@@ -46,8 +47,9 @@ CHILD = textwrap.dedent(
         time.sleep(0.002)
     end, starts = time.monotonic() + seconds, []
     while time.monotonic() < end:
-        budget.acquire(scope, Deadline.after(clock, 20))
+        booking = budget.acquire(scope, Deadline.after(clock, 20))
         starts.append(time.monotonic())
+        budget.release(scope, booking)
     out.write_text(json.dumps(starts))
     """
 )
@@ -116,7 +118,7 @@ def test_redis_stopped_mid_run_degrades_to_a_local_share_with_one_warning(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert "out of reach" in warnings[0].getMessage()
-    local_interval = 1.03 / (20.0 * LOCAL_SHARE)
+    local_interval = BudgetPolicy(20.0 * LOCAL_SHARE).interval
     assert elapsed >= 10 * local_interval - 0.05
 
 
@@ -127,7 +129,7 @@ def test_a_corrupt_file_budget_is_reset_with_a_warning(
     budget.acquire(SCOPE, Deadline.after(CLOCK, 5))
     budget.path_for(SCOPE).write_bytes(b'{"v": 1, "tat": "soon"')
     caplog.set_level(logging.WARNING)
-    assert budget.acquire(SCOPE, Deadline.after(CLOCK, 5)) == 0.0
+    assert budget.acquire(SCOPE, Deadline.after(CLOCK, 5)).wait_s == 0.0
     assert any("unreadable" in r.getMessage() for r in caplog.records)
     usage = budget.usage(SCOPE)
     assert usage is not None
@@ -141,10 +143,10 @@ def test_a_file_budget_from_before_a_reboot_is_reset(
     far = time.monotonic() + 100_000
     budget.path_for(SCOPE).parent.mkdir(parents=True, exist_ok=True)
     budget.path_for(SCOPE).write_text(
-        json.dumps({"v": 1, "tat": far, "starts": [], "slow_until": 0, "limit_per_s": 20})
+        json.dumps({"v": 1, "tat": far, "starts": [], "done": [], "slow_until": 0, "limit_per_s": 20})
     )
     caplog.set_level(logging.WARNING)
-    assert budget.acquire(SCOPE, Deadline.after(CLOCK, 5)) == 0.0
+    assert budget.acquire(SCOPE, Deadline.after(CLOCK, 5)).wait_s == 0.0
     assert any("implausibly" in r.getMessage() for r in caplog.records)
 
 
@@ -158,9 +160,9 @@ def test_a_corrupt_redis_budget_is_reset_with_a_warning(
     client = redis.Redis.from_url(redis_url)
     client.set(f"corrupt:budget:REAL:{SCOPE.key_fingerprint}", b"\x00not json")
     caplog.set_level(logging.WARNING)
-    assert budget.acquire(SCOPE, Deadline.after(CLOCK, 5)) == 0.0
+    assert budget.acquire(SCOPE, Deadline.after(CLOCK, 5)).wait_s == 0.0
     assert sum("unreadable" in r.getMessage() for r in caplog.records) == 1
-    assert budget.acquire(SCOPE, Deadline.after(CLOCK, 5)) > 0  # booked normally again
+    assert budget.acquire(SCOPE, Deadline.after(CLOCK, 5)).wait_s > 0  # booked normally again
 
 
 def test_calls_go_on_when_redis_stops_under_a_running_runtime(

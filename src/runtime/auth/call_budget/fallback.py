@@ -13,7 +13,7 @@ import threading
 
 from runtime.auth.call_budget._common import BudgetStateUnavailable
 from runtime.auth.call_budget.memory import InProcessCallBudget
-from runtime.auth.ports import BudgetUsage, CallBudgetPort, ClockPort
+from runtime.auth.ports import Booking, BudgetUsage, CallBudgetPort, ClockPort
 from runtime.broker.base import BrokerScope
 from runtime.deadline import Deadline
 from runtime.forksafe import renew_in_child
@@ -47,7 +47,7 @@ class FallbackCallBudget:
         """True while calls are paced by the local share."""
         return self._down_until is not None
 
-    def acquire(self, scope: BrokerScope, deadline: Deadline) -> float:
+    def acquire(self, scope: BrokerScope, deadline: Deadline) -> Booking:
         if self._use_shared():
             try:
                 waited = self._shared.acquire(scope, deadline)
@@ -57,6 +57,12 @@ class FallbackCallBudget:
                 self._came_back()
                 return waited
         return self._local.acquire(scope, deadline)
+
+    def release(self, scope: BrokerScope, booking: Booking) -> None:
+        # Slots of the two budgets are on different clocks or far apart: only one matches.
+        self._local.release(scope, booking)
+        if self._use_shared():
+            self._shared.release(scope, booking)
 
     def rate_limited(self, scope: BrokerScope, retry_after_s: float) -> None:
         self._local.rate_limited(scope, retry_after_s)

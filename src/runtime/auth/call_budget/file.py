@@ -25,8 +25,16 @@ from typing import Any
 import filelock
 
 from runtime.auth.call_budget._common import BudgetStateUnavailable, max_wait, refused, usage_of
-from runtime.auth.call_budget.gcra import BudgetPolicy, BudgetState, Refusal, penalize, plausible, reserve
-from runtime.auth.ports import BudgetUsage, ClockPort
+from runtime.auth.call_budget.gcra import (
+    BudgetPolicy,
+    BudgetState,
+    Refusal,
+    penalize,
+    plausible,
+    reserve,
+)
+from runtime.auth.call_budget.gcra import release as released
+from runtime.auth.ports import Booking, BudgetUsage, ClockPort
 from runtime.broker.base import BrokerScope
 from runtime.deadline import Deadline
 from runtime.forksafe import renew_in_child
@@ -70,14 +78,21 @@ class FileCallBudget:
         """The state file of ``scope``."""
         return self._folder / f"{scope.mode.value}-{scope.key_fingerprint}.budget.json"
 
-    def acquire(self, scope: BrokerScope, deadline: Deadline) -> float:
+    def acquire(self, scope: BrokerScope, deadline: Deadline) -> Booking:
         with self._locked(scope, deadline.remaining()) as box:
             outcome = reserve(box.state, box.now, self._policy, max_wait(deadline))
             if isinstance(outcome, Refusal):
                 raise refused(outcome, self._policy, deadline)
             box.state = outcome.state
         self._clock.sleep(outcome.wait)
-        return outcome.wait
+        return Booking(outcome.wait, outcome.slot)
+
+    def release(self, scope: BrokerScope, booking: Booking) -> None:
+        try:
+            with self._locked(scope, _PEEK_LOCK_S) as box:
+                box.state = released(box.state, box.now, booking.slot)
+        except BudgetStateUnavailable as exc:
+            _log.debug("could not report a call's answer to the budget of %s: %s", scope, exc)
 
     def rate_limited(self, scope: BrokerScope, retry_after_s: float) -> None:
         try:
@@ -152,6 +167,7 @@ def _encode(state: BudgetState) -> bytes:
         "v": 1,
         "tat": state.tat,
         "starts": list(state.starts),
+        "done": list(state.done),
         "slow_until": state.slow_until,
         "limit_per_s": state.limit_per_s,
     }
@@ -176,15 +192,16 @@ def _decode(raw: bytes, path: Path, now: float) -> BudgetState | None:
 def _state_from(document: Any) -> BudgetState:
     if not isinstance(document, dict) or document.get("v") != 1:
         raise ValueError("not a version 1 budget")
-    starts = document["starts"]
-    if not isinstance(starts, list):
-        raise TypeError("starts must be a list")
-    numbers = [document["tat"], document["slow_until"], document["limit_per_s"], *starts]
+    starts, done = document["starts"], document["done"]
+    if not isinstance(starts, list) or not isinstance(done, list):
+        raise TypeError("starts and done must be lists")
+    numbers = [document["tat"], document["slow_until"], document["limit_per_s"], *starts, *done]
     if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in numbers):
         raise ValueError("not finite numbers")
     return BudgetState(
         tat=float(document["tat"]),
         starts=tuple(float(s) for s in starts),
+        done=tuple(float(d) for d in done),
         slow_until=float(document["slow_until"]),
         limit_per_s=float(document["limit_per_s"]),
     )

@@ -6,7 +6,8 @@ import threading
 
 from runtime.auth.call_budget._common import max_wait, refused, usage_of
 from runtime.auth.call_budget.gcra import BudgetPolicy, BudgetState, Refusal, penalize, reserve
-from runtime.auth.ports import BudgetUsage, ClockPort
+from runtime.auth.call_budget.gcra import release as released
+from runtime.auth.ports import Booking, BudgetUsage, ClockPort
 from runtime.broker.base import BrokerScope
 from runtime.deadline import Deadline
 from runtime.forksafe import renew_in_child
@@ -35,16 +36,21 @@ class InProcessCallBudget:
     def policy(self) -> BudgetPolicy:
         return self._policy
 
-    def acquire(self, scope: BrokerScope, deadline: Deadline) -> float:
+    def acquire(self, scope: BrokerScope, deadline: Deadline) -> Booking:
         with self._lock:
-            outcome = reserve(
-                self._states.get(scope), self._clock.monotonic(), self._policy, max_wait(deadline)
-            )
+            now = self._clock.monotonic()
+            outcome = reserve(self._states.get(scope), now, self._policy, max_wait(deadline))
             if isinstance(outcome, Refusal):
                 raise refused(outcome, self._policy, deadline)
             self._states[scope] = outcome.state
         self._clock.sleep(outcome.wait)
-        return outcome.wait
+        return Booking(outcome.wait, outcome.slot)
+
+    def release(self, scope: BrokerScope, booking: Booking) -> None:
+        with self._lock:
+            state = released(self._states.get(scope), self._clock.monotonic(), booking.slot)
+            if state is not None:
+                self._states[scope] = state
 
     def rate_limited(self, scope: BrokerScope, retry_after_s: float) -> None:
         with self._lock:

@@ -19,13 +19,15 @@ import redis.exceptions
 from runtime.auth.call_budget._common import BudgetStateUnavailable, max_wait, refused
 from runtime.auth.call_budget.gcra import (
     HORIZON_S,
+    SAME_SLOT_S,
     SLOW_FACTOR,
     SLOW_FOR_S,
     STARTS_KEPT,
+    UNREPORTED_S,
     BudgetPolicy,
     Refusal,
 )
-from runtime.auth.ports import BudgetUsage, ClockPort
+from runtime.auth.ports import Booking, BudgetUsage, ClockPort
 from runtime.broker.base import BrokerScope
 from runtime.deadline import Deadline
 
@@ -33,60 +35,84 @@ __all__ = ["RedisCallBudget"]
 
 _log = logging.getLogger(__name__)
 
-# KEYS[1]: the state. ARGV: op ("book" | "penalize" | "peek"), interval or hold (s), max wait (s),
-# limit per s. Returns {booked (0/1), wait (s, string), calls ahead, used last s, slot free in (s,
-# string), limit (string), slowed (0/1), reset (0/1)}. Floats leave Lua as strings: Redis would
-# truncate numbers to integers.
+# KEYS[1]: the state. ARGV: op ("book" | "release" | "penalize" | "peek"), then for book: interval
+# (s), max wait (s), limit per s, calls per KIS second; release: the slot; penalize: the hold (s).
+# Returns {booked (0/1), wait (s), calls ahead, used last s, slot free in (s), limit, slowed (0/1),
+# reset (0/1), slot}. Floats leave Lua as strings: Redis would truncate numbers to integers.
 _SCRIPT = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local op, a, b, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local op = ARGV[1]
 local raw = redis.call('GET', KEYS[1])
 local s, reset = nil, 0
 if raw then
   local ok, d = pcall(cjson.decode, raw)
   if ok and type(d) == 'table' and type(d.tat) == 'number' and type(d.slow_until) == 'number'
-     and type(d.limit) == 'number' and type(d.starts) == 'table' and d.tat - now <= {HORIZON_S} then
+     and type(d.limit) == 'number' and type(d.starts) == 'table' and type(d.done) == 'table'
+     and #d.starts == #d.done and d.tat - now <= {HORIZON_S} then
     s = d
   else
     reset = 1
   end
 end
-if not s then s = {{tat = now, starts = {{}}, slow_until = 0, limit = 0}} end
-local starts, used, ahead = {{}}, 0, 0
-for _, x in ipairs(s.starts) do
-  if type(x) == 'number' and x > now - 1 then
-    table.insert(starts, x)
-    if x > now then ahead = ahead + 1 else used = used + 1 end
+if not s then s = {{tat = now, starts = {{}}, done = {{}}, slow_until = 0, limit = 0}} end
+local function arrived_by(i)
+  if s.done[i] > 0 then return s.done[i] end
+  return s.starts[i] + {UNREPORTED_S}
+end
+local starts, done, used, ahead = {{}}, {{}}, 0, 0
+for i = 1, #s.starts do
+  if type(s.starts[i]) == 'number' and type(s.done[i]) == 'number'
+     and math.max(arrived_by(i), s.starts[i]) > now - 1 then
+    table.insert(starts, s.starts[i])
+    table.insert(done, s.done[i])
+    if s.starts[i] > now then ahead = ahead + 1 elseif s.starts[i] > now - 1 then used = used + 1 end
   end
 end
-local booked, wait, changed = 0, 0, reset
+s.starts, s.done = starts, done
+local booked, wait, slot, changed = 0, 0, 0, reset
 if op == 'book' then
-  local slot = math.max(now, s.tat)
+  local interval, max_wait, limit, per_window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+    tonumber(ARGV[5])
+  slot = math.max(now, s.tat)
+  if #starts >= per_window then
+    local latest = {{}}
+    for i = 1, #starts do latest[i] = arrived_by(i) end
+    table.sort(latest)
+    slot = math.max(slot, latest[#latest - per_window + 1] + 1 + {SAME_SLOT_S})
+  end
   wait = slot - now
-  if wait <= b then
-    local interval = a
-    if now < s.slow_until then interval = a * {SLOW_FACTOR} end
-    table.insert(starts, slot)
-    while #starts > {STARTS_KEPT} do table.remove(starts, 1) end
+  if wait <= max_wait then
+    if now < s.slow_until then interval = interval * {SLOW_FACTOR} end
+    table.insert(s.starts, slot)
+    table.insert(s.done, 0)
+    while #s.starts > {STARTS_KEPT} do
+      table.remove(s.starts, 1)
+      table.remove(s.done, 1)
+    end
     s.tat = slot + interval
     s.limit = limit
     booked, changed = 1, 1
   end
+elseif op == 'release' then
+  local which = tonumber(ARGV[2])
+  for i = 1, #s.starts do
+    if math.abs(s.starts[i] - which) < {SAME_SLOT_S} and s.done[i] == 0 then s.done[i] = now end
+  end
+  changed = 1
 elseif op == 'penalize' then
-  s.tat = math.max(s.tat, now + a)
+  s.tat = math.max(s.tat, now + tonumber(ARGV[2]))
   s.slow_until = math.max(s.slow_until, now + {SLOW_FOR_S})
   changed = 1
 end
 if changed == 1 then
-  s.starts = starts
   local ttl = math.ceil(math.max(s.tat, s.slow_until) - now) + 60
   redis.call('SET', KEYS[1], cjson.encode(s), 'EX', ttl)
 end
 local slowed = 0
 if now < s.slow_until then slowed = 1 end
-return {{booked, tostring(wait), ahead, used, tostring(math.max(s.tat - now, 0)), tostring(s.limit),
-        slowed, reset}}
+return {{booked, string.format('%.6f', wait), ahead, used, string.format('%.6f', math.max(s.tat - now, 0)),
+        tostring(s.limit), slowed, reset, string.format('%.6f', slot)}}
 """
 
 _PEEK_TIMEOUT_S = 2.0
@@ -122,22 +148,31 @@ class RedisCallBudget:
     def policy(self) -> BudgetPolicy:
         return self._policy
 
-    def acquire(self, scope: BrokerScope, deadline: Deadline) -> float:
-        reply = self._run(scope, "book", self._policy.interval, max_wait(deadline))
+    def acquire(self, scope: BrokerScope, deadline: Deadline) -> Booking:
+        policy = self._policy
+        reply = self._run(
+            scope, "book", policy.interval, max_wait(deadline), policy.limit_per_s, policy.per_window
+        )
         wait = float(reply[1])
         if not int(reply[0]):
             raise refused(Refusal(wait, int(reply[2])), self._policy, deadline)
         self._clock.sleep(wait)
-        return wait
+        return Booking(wait, float(reply[8]))
+
+    def release(self, scope: BrokerScope, booking: Booking) -> None:
+        try:
+            self._run(scope, "release", booking.slot)
+        except BudgetStateUnavailable as exc:
+            _log.debug("could not report a call's answer to the budget of %s: %s", scope, exc)
 
     def rate_limited(self, scope: BrokerScope, retry_after_s: float) -> None:
         try:
-            self._run(scope, "penalize", retry_after_s, 0.0)
+            self._run(scope, "penalize", retry_after_s)
         except BudgetStateUnavailable as exc:
             _log.warning("could not slow the shared call budget for %s: %s", scope, exc)
 
     def usage(self, scope: BrokerScope) -> BudgetUsage | None:
-        reply = self._run(scope, "peek", 0.0, 0.0)
+        reply = self._run(scope, "peek")
         limit = float(reply[5])
         if limit <= 0:
             return None  # nothing was ever booked (or the state expired)
@@ -149,15 +184,15 @@ class RedisCallBudget:
             slowed=bool(int(reply[6])),
         )
 
-    def _run(self, scope: BrokerScope, op: str, a: float, b: float) -> list[Any]:
+    def _run(self, scope: BrokerScope, op: str, *numbers: float) -> list[Any]:
         key = f"{self._prefix}:budget:{scope.mode.value}:{scope.key_fingerprint}"
         try:
-            reply = self._script(keys=[key], args=[op, repr(a), repr(b), repr(self._policy.limit_per_s)])
+            reply = self._script(keys=[key], args=[op, *(repr(float(n)) for n in numbers)])
         except redis.exceptions.RedisError as exc:
             raise BudgetStateUnavailable(
                 f"the Redis call budget is unreachable: {type(exc).__name__}"
             ) from exc
-        if not isinstance(reply, list) or len(reply) != 8:
+        if not isinstance(reply, list) or len(reply) != 9:
             raise BudgetStateUnavailable("the Redis call budget script answered something unexpected")
         if int(reply[7]):
             _log.warning("the call budget of %s in Redis was unreadable; started afresh", scope)
