@@ -115,8 +115,6 @@ return {{booked, string.format('%.6f', wait), ahead, used, string.format('%.6f',
         tostring(s.limit), slowed, reset, string.format('%.6f', slot)}}
 """
 
-_PEEK_TIMEOUT_S = 2.0
-
 
 class RedisCallBudget:
     """GCRA state per scope in Redis, booked by one Lua script. Implements CallBudgetPort.
