@@ -143,7 +143,9 @@ def test_a_file_budget_from_before_a_reboot_is_reset(
     far = time.monotonic() + 100_000
     budget.path_for(SCOPE).parent.mkdir(parents=True, exist_ok=True)
     budget.path_for(SCOPE).write_text(
-        json.dumps({"v": 1, "tat": far, "starts": [], "done": [], "slow_until": 0, "limit_per_s": 20})
+        json.dumps(
+            {"v": 1, "tat": far, "starts": [], "sent": [], "done": [], "slow_until": 0, "limit_per_s": 20}
+        )
     )
     caplog.set_level(logging.WARNING)
     assert budget.acquire(SCOPE, Deadline.after(CLOCK, 5)).wait_s == 0.0

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import timedelta
 
 from runtime.auth.call_budget.gcra import BudgetPolicy, BudgetState, Refusal, usage
-from runtime.auth.ports import BudgetUsage
+from runtime.auth.ports import BudgetUsage, ClockPort
 from runtime.deadline import Deadline
 from runtime.errors import CallBudgetExhaustedError, TokenStoreError
 
-__all__ = ["BudgetStateUnavailable", "max_wait", "refused", "usage_of"]
+__all__ = ["BudgetStateUnavailable", "go_when_clear", "max_wait", "refused", "usage_of"]
+
+# A call at its slot asks at most this often whether it may go (an earlier one about to go out
+# makes it ask again after 2 ms).
+_START_TRIES = 1000
 
 # A slot is only booked if the call keeps some time for itself after it: a slot the call would
 # reach with nothing left is a slot taken from another process for nothing.
@@ -51,3 +56,28 @@ def usage_of(state: BudgetState | None, now: float) -> BudgetUsage | None:
         queue_s=round(queue_s, 3),
         slowed=now < state.slow_until,
     )
+
+
+def go_when_clear(
+    try_start: Callable[[], float],
+    clock: ClockPort,
+    deadline: Deadline,
+    policy: BudgetPolicy,
+    give_back: Callable[[], None],
+) -> float:
+    """At the booked slot: ask ``try_start`` (seconds still to wait, 0 = started) until it says go.
+
+    Returns the extra seconds waited. A wait past the deadline gives the slot back (``give_back``)
+    and raises CallBudgetExhaustedError; after many tries the call goes anyway (the rule rests on
+    reports from other processes, which a crashed one never sends)."""
+    extra = 0.0
+    for _ in range(_START_TRIES):
+        wait = try_start()
+        if wait <= 0.0:
+            return extra
+        if wait > max_wait(deadline):
+            give_back()
+            raise refused(Refusal(wait, 0), policy, deadline)
+        clock.sleep(wait)
+        extra += wait
+    return extra

@@ -24,7 +24,13 @@ from typing import Any
 
 import filelock
 
-from runtime.auth.call_budget._common import BudgetStateUnavailable, max_wait, refused, usage_of
+from runtime.auth.call_budget._common import (
+    BudgetStateUnavailable,
+    go_when_clear,
+    max_wait,
+    refused,
+    usage_of,
+)
 from runtime.auth.call_budget.gcra import (
     BudgetPolicy,
     BudgetState,
@@ -32,6 +38,7 @@ from runtime.auth.call_budget.gcra import (
     penalize,
     plausible,
     reserve,
+    start,
 )
 from runtime.auth.call_budget.gcra import release as released
 from runtime.auth.ports import Booking, BudgetUsage, ClockPort
@@ -85,7 +92,21 @@ class FileCallBudget:
                 raise refused(outcome, self._policy, deadline)
             box.state = outcome.state
         self._clock.sleep(outcome.wait)
-        return Booking(outcome.wait, outcome.slot)
+        booking = Booking(outcome.wait, outcome.slot)
+        extra = go_when_clear(
+            lambda: self._start(scope, booking.slot, deadline),
+            self._clock,
+            deadline,
+            self._policy,
+            lambda: self.release(scope, booking),
+        )
+        return Booking(outcome.wait + extra, outcome.slot)
+
+    def _start(self, scope: BrokerScope, slot: float, deadline: Deadline) -> float:
+        with self._locked(scope, deadline.remaining()) as box:
+            state, wait = start(box.state, box.now, slot, self._policy)
+            box.state = state
+            return wait
 
     def release(self, scope: BrokerScope, booking: Booking) -> None:
         try:
@@ -167,6 +188,7 @@ def _encode(state: BudgetState) -> bytes:
         "v": 1,
         "tat": state.tat,
         "starts": list(state.starts),
+        "sent": list(state.sent),
         "done": list(state.done),
         "slow_until": state.slow_until,
         "limit_per_s": state.limit_per_s,
@@ -192,15 +214,16 @@ def _decode(raw: bytes, path: Path, now: float) -> BudgetState | None:
 def _state_from(document: Any) -> BudgetState:
     if not isinstance(document, dict) or document.get("v") != 1:
         raise ValueError("not a version 1 budget")
-    starts, done = document["starts"], document["done"]
-    if not isinstance(starts, list) or not isinstance(done, list):
-        raise TypeError("starts and done must be lists")
-    numbers = [document["tat"], document["slow_until"], document["limit_per_s"], *starts, *done]
+    starts, sent, done = document["starts"], document["sent"], document["done"]
+    if not all(isinstance(x, list) for x in (starts, sent, done)):
+        raise TypeError("starts, sent and done must be lists")
+    numbers = [document["tat"], document["slow_until"], document["limit_per_s"], *starts, *sent, *done]
     if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in numbers):
         raise ValueError("not finite numbers")
     return BudgetState(
         tat=float(document["tat"]),
         starts=tuple(float(s) for s in starts),
+        sent=tuple(float(x) for x in sent),
         done=tuple(float(d) for d in done),
         slow_until=float(document["slow_until"]),
         limit_per_s=float(document["limit_per_s"]),

@@ -7,14 +7,15 @@ slot. Bookings are taken in the order callers reach the state (under a lock, or 
 script), so waiters are served first come, first served and no process starves: with N
 processes each asking again as soon as its call returns, each gets every N-th slot.
 
-KIS counts a call when it *arrives*, which is some time after its slot: a process descheduled
+KIS counts a call when it *arrives*, which may be well after its slot: a process descheduled
 for 40 ms sends late, and if the next calls go out on time, KIS sees more than ``limit`` in one
-second. So every call reports when its answer came back (:func:`release`): KIS has certainly
-counted it by then. A new slot must also leave at most ``limit - 1`` calls whose arrival may lie
-within the second before it (:func:`_window_floor`): a late call pushes the call ``limit`` places
-after it later by as much, and no delay anywhere can put ``limit + 1`` calls into one of KIS's
-seconds. A call not reported yet (booked far ahead, or its process killed) is assumed to arrive
-:data:`UNREPORTED_S` after its slot. Slots are also spaced ``(1 + GUARD) / limit`` apart.
+second. So a call that reaches its slot asks once more before it is sent (:func:`start`, which
+notes when it went out) and reports when its answer came back (:func:`release`): KIS has
+certainly counted it by then. A call starts only if at most ``limit - 1`` calls that went out
+may have reached KIS in the second before (:func:`_floor`); a late call thus pushes the call
+``limit`` places after it back by as much. A call that went out and has not reported yet is
+assumed to reach KIS within :data:`UNREPORTED_S`. Booking uses the same rule with what is known
+then, so that calls rarely wait at their start. Slots are spaced ``(1 + GUARD) / limit`` apart.
 
 After EGW00201 (another tool on the key, or KIS counting differently) :func:`penalize` holds
 new slots back for KIS's retry time and doubles the interval for :data:`SLOW_FOR_S`, for every
@@ -32,13 +33,16 @@ import math
 import attrs
 
 __all__ = [
+    "ABANDONED_S",
     "GUARD",
     "HORIZON_S",
+    "QUEUE_POLL_S",
     "SAME_SLOT_S",
     "SLOW_FACTOR",
     "SLOW_FOR_S",
     "STARTS_KEPT",
     "UNREPORTED_S",
+    "WAITING_KEPT_S",
     "BudgetPolicy",
     "BudgetState",
     "Grant",
@@ -47,6 +51,7 @@ __all__ = [
     "plausible",
     "release",
     "reserve",
+    "start",
     "usage",
 ]
 
@@ -64,6 +69,12 @@ SAME_SLOT_S = 1e-3
 HORIZON_S = 700.0
 #: Bookings kept: those that may still count in a KIS second, and the future ones.
 STARTS_KEPT = 256
+#: A booking whose call has not gone out is kept this long past its slot (its caller may wait).
+WAITING_KEPT_S = 60.0
+#: A booking this far past its slot without its call going out no longer holds later calls back.
+ABANDONED_S = 5.0
+# How soon a call held back by an earlier one that is about to go out asks again.
+QUEUE_POLL_S = 0.002
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -92,11 +103,13 @@ class BudgetPolicy:
 class BudgetState:
     """One key's shared state: the next free slot, the recent and future bookings, the slow-down.
 
-    ``starts[i]`` is a booked slot, ascending; ``done[i]`` when its answer came back (0: not yet).
+    ``starts[i]`` is a booked slot, in booking order; ``sent[i]`` when that call went out and
+    ``done[i]`` when its answer came back (0: not yet).
     """
 
     tat: float
     starts: tuple[float, ...] = ()
+    sent: tuple[float, ...] = ()
     done: tuple[float, ...] = ()
     slow_until: float = 0.0
     limit_per_s: float = 0.0
@@ -122,10 +135,10 @@ class Refusal:
 
 def plausible(state: BudgetState, now: float) -> bool:
     """False for a state that cannot have been written on this clock (reset it)."""
-    numbers = (state.tat, state.slow_until, state.limit_per_s, *state.starts, *state.done)
+    numbers = (state.tat, state.slow_until, state.limit_per_s, *state.starts, *state.sent, *state.done)
     return (
         all(math.isfinite(x) for x in numbers)
-        and len(state.starts) == len(state.done)
+        and len(state.starts) == len(state.sent) == len(state.done)
         and state.tat - now <= HORIZON_S
     )
 
@@ -133,7 +146,7 @@ def plausible(state: BudgetState, now: float) -> bool:
 def reserve(state: BudgetState | None, now: float, policy: BudgetPolicy, max_wait: float) -> Grant | Refusal:
     """Book the next free slot if it starts within ``max_wait`` seconds of ``now``; else book nothing."""
     state = _pruned(state or BudgetState(tat=now), now)
-    slot = max(now, state.tat, _window_floor(state, policy))
+    slot = max(now, state.tat, _floor(_entries(state), policy))
     wait = slot - now
     ahead = _ahead(state, now)
     if wait > max_wait:
@@ -143,21 +156,48 @@ def reserve(state: BudgetState | None, now: float, policy: BudgetPolicy, max_wai
         state,
         tat=slot + interval,
         starts=(*state.starts, slot)[-STARTS_KEPT:],
+        sent=(*state.sent, 0.0)[-STARTS_KEPT:],
         done=(*state.done, 0.0)[-STARTS_KEPT:],
         limit_per_s=policy.limit_per_s,
     )
     return Grant(wait, slot, ahead, booked)
 
 
+def start(
+    state: BudgetState | None, now: float, slot: float, policy: BudgetPolicy
+) -> tuple[BudgetState, float]:
+    """The call booked at ``slot`` is about to go out at ``now``: (the state, seconds to wait first).
+
+    With 0, it goes now and that is noted; otherwise nothing changes and it asks again after the
+    wait (calls that went out meanwhile, late, leave KIS's second full). Calls go out in the order
+    they were booked: one booked earlier that has not gone out holds this one back, unless it is
+    :data:`ABANDONED_S` past its slot (its process died). An unknown slot (a reset state) goes
+    at once."""
+    state = _pruned(state or BudgetState(tat=now), now)
+    mine = _index(state, slot)
+    if mine is None:
+        return state, 0.0
+    entries = _entries(state)
+    others = [e for i, e in enumerate(entries) if i != mine and (e[1] > 0.0 or e[2] > 0.0)]
+    floor = _floor(others, policy)
+    if floor > now:
+        return state, floor - now
+    if any(_waiting(e, now) for e in entries[:mine]):
+        return state, QUEUE_POLL_S
+    sent = tuple(now if i == mine else x for i, x in enumerate(state.sent))
+    return attrs.evolve(state, sent=sent), 0.0
+
+
 def release(state: BudgetState | None, now: float, slot: float) -> BudgetState | None:
     """The call booked at ``slot`` got its answer at ``now`` (KIS has counted it by then)."""
     if state is None:
         return None
-    done = tuple(
-        now if abs(s - slot) < SAME_SLOT_S and d == 0.0 else d
-        for s, d in zip(state.starts, state.done, strict=True)
-    )
-    return attrs.evolve(state, done=done)
+    mine = _index(state, slot)
+    if mine is None:
+        return state
+    sent = tuple((x or now) if i == mine else x for i, x in enumerate(state.sent))
+    done = tuple(now if i == mine else x for i, x in enumerate(state.done))
+    return attrs.evolve(state, sent=sent, done=done)
 
 
 def penalize(state: BudgetState | None, now: float, hold_s: float) -> BudgetState:
@@ -180,28 +220,53 @@ def usage(state: BudgetState | None, now: float) -> tuple[int, int, float]:
     return used, _ahead(state, now), max(state.tat - now, 0.0)
 
 
-def _window_floor(state: BudgetState, policy: BudgetPolicy) -> float:
-    """The earliest slot with fewer than ``per_window`` calls that may reach KIS in the second before it."""
-    latest = sorted(_arrived_by(s, d) for s, d in zip(state.starts, state.done, strict=True))
+_Entry = tuple[float, float, float]  # (slot, sent, done)
+
+
+def _entries(state: BudgetState) -> list[_Entry]:
+    return list(zip(state.starts, state.sent, state.done, strict=True))
+
+
+def _index(state: BudgetState, slot: float) -> int | None:
+    return next((i for i, s in enumerate(state.starts) if abs(s - slot) < SAME_SLOT_S), None)
+
+
+def _floor(entries: list[_Entry], policy: BudgetPolicy) -> float:
+    """The earliest start leaving fewer than ``per_window`` of ``entries`` in the KIS second before it."""
+    latest = sorted(_arrived_by(*e) for e in entries)
     if len(latest) < policy.per_window:
         return -math.inf
     return latest[-policy.per_window] + 1.0 + SAME_SLOT_S
 
 
-def _arrived_by(slot: float, done: float) -> float:
-    """When KIS has certainly received the call booked at ``slot`` (a guess while it is not done)."""
-    return done if done > 0.0 else slot + UNREPORTED_S
+def _arrived_by(slot: float, sent: float, done: float) -> float:
+    """When KIS has certainly received the call (a guess while it has not reported back)."""
+    if done > 0.0:
+        return done
+    return (sent if sent > 0.0 else slot) + UNREPORTED_S
+
+
+def _waiting(entry: _Entry, now: float) -> bool:
+    """True for a booking whose call has not gone out but whose caller may still be alive."""
+    slot, sent, done = entry
+    return sent == 0.0 and done == 0.0 and slot > now - ABANDONED_S
+
+
+def _may_matter(entry: _Entry, now: float) -> bool:
+    slot, sent, done = entry
+    if sent == 0.0 and done == 0.0 and slot > now - WAITING_KEPT_S:
+        return True  # its caller may still be waiting to start: it must find its booking
+    return max(_arrived_by(*entry), slot) > now - 1.0
 
 
 def _pruned(state: BudgetState, now: float) -> BudgetState:
-    """Without the bookings that can no longer share a KIS second with a new one."""
-    keep = [
-        i
-        for i, (s, d) in enumerate(zip(state.starts, state.done, strict=True))
-        if max(_arrived_by(s, d), s) > now - 1.0
-    ]
+    """Without the bookings that can no longer share a KIS second with a new call."""
+    keep = [i for i, e in enumerate(_entries(state)) if _may_matter(e, now)]
     return attrs.evolve(
-        state, starts=tuple(state.starts[i] for i in keep), done=tuple(state.done[i] for i in keep)
+        state,
+        starts=tuple(state.starts[i] for i in keep),
+        sent=tuple(state.sent[i] for i in keep),
+        done=tuple(state.done[i] for i in keep),
     )
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from runtime.auth.call_budget._common import max_wait, refused, usage_of
-from runtime.auth.call_budget.gcra import BudgetPolicy, BudgetState, Refusal, penalize, reserve
+from runtime.auth.call_budget._common import go_when_clear, max_wait, refused, usage_of
+from runtime.auth.call_budget.gcra import BudgetPolicy, BudgetState, Refusal, penalize, reserve, start
 from runtime.auth.call_budget.gcra import release as released
 from runtime.auth.ports import Booking, BudgetUsage, ClockPort
 from runtime.broker.base import BrokerScope
@@ -44,7 +44,21 @@ class InProcessCallBudget:
                 raise refused(outcome, self._policy, deadline)
             self._states[scope] = outcome.state
         self._clock.sleep(outcome.wait)
-        return Booking(outcome.wait, outcome.slot)
+        booking = Booking(outcome.wait, outcome.slot)
+        extra = go_when_clear(
+            lambda: self._start(scope, booking.slot),
+            self._clock,
+            deadline,
+            self._policy,
+            lambda: self.release(scope, booking),
+        )
+        return Booking(outcome.wait + extra, outcome.slot)
+
+    def _start(self, scope: BrokerScope, slot: float) -> float:
+        with self._lock:
+            state, wait = start(self._states.get(scope), self._clock.monotonic(), slot, self._policy)
+            self._states[scope] = state
+            return wait
 
     def release(self, scope: BrokerScope, booking: Booking) -> None:
         with self._lock:
