@@ -162,7 +162,7 @@ def test_a_late_call_pushes_the_call_one_window_later_back_by_as_much() -> None:
 def test_a_call_whose_slot_came_while_late_calls_fill_the_second_waits_at_its_start() -> None:
     policy = BudgetPolicy(2.0)
     state: BudgetState | None = None
-    slots = []
+    slots: list[float] = []
     for _ in range(3):  # booked together, far ahead: 1000, 1000.505, 1001.031...
         grant = _book(state, 1000.0, policy)
         state, slots = grant.state, [*slots, grant.slot]
