@@ -24,8 +24,8 @@ from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.config import ENV_VARIABLES
 from runtime.errors import ConfigError, TLSVerificationError
 from runtime.settings import AppCredentials, Settings
-from tests.hostile.support import APP_KEY, APP_SECRET, cli_env, run_cli
 from tests.support.kis import token_reply
+from tests.support.scripted_kis import APP_KEY, APP_SECRET, cli_env, run_cli
 from tests.support.servers import LOOPBACK, LoopbackHTTPServer, Reply
 
 LIMIT_S = 5.0
