@@ -70,7 +70,7 @@ def test_snapshot_covers_the_ports_values_errors_and_runtime(current: dict[str, 
         "runtime.broker.base:BrokerRequest",
         "runtime.broker.base:BrokerResponse",
         "runtime.settings:Settings",
-        "runtime.settings:AppCredentials",
+        "runtime.broker.base:AppCredentials",
         "runtime.settings:TokenStoreSpec",
     ):
         assert kinds.get(value) == "value", value

@@ -17,13 +17,20 @@ from urllib.parse import urlsplit
 import attrs
 import environs
 
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.errors import ConfigError
-from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
+from runtime.settings import (
+    DEFAULT_CALL_DEADLINE_S,
+    DEFAULT_REFRESH_MARGIN,
+    Settings,
+    StoreKind,
+    TokenStoreSpec,
+)
 
 __all__ = [
     "ENV_VARIABLES",
     "default_token_folder",
+    "load_mode",
     "load_settings",
     "load_store_spec",
     "parse_base_url",
@@ -50,6 +57,8 @@ ENV_VARIABLES = (
 _MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
 _MAX_DEADLINE_S = 600.0
 _MAX_RPS = 20.0  # KIS_API.md §11: REAL allows 20 calls per second per key
+_DEFAULT_MODE = Mode.VTS.value
+_DEFAULT_STORE = "file"  # built by hand, Settings keep tokens in memory; `qts` keeps them in files
 _T = TypeVar("_T")
 
 
@@ -65,8 +74,8 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
     _seal(env, problems)
     try:
         active = Mode.parse(raw.mode)
-    except ValueError:
-        problems["KIS_MODE"] = f"{raw.mode!r} is not allowed; use VTS or REAL"
+    except ValueError as exc:
+        problems["KIS_MODE"] = str(exc)
         raise _config_error(problems) from None
     app_key, app_secret = raw.keys[active]
     for suffix, value in (("APP_KEY", app_key), ("APP_SECRET", app_secret)):
@@ -111,10 +120,10 @@ class _Raw:
     @classmethod
     def read(cls, env: environs.Env, mode: str | None) -> _Raw:
         return cls(
-            mode=mode if mode is not None else env.str("KIS_MODE", "VTS"),
-            margin_s=env.float("QTS_REFRESH_MARGIN_S", 600.0),
-            deadline_s=env.float("QTS_CALL_DEADLINE_S", 20.0),
-            store=env.str("QTS_TOKEN_STORE", "file"),
+            mode=mode if mode is not None else env.str("KIS_MODE", _DEFAULT_MODE),
+            margin_s=env.float("QTS_REFRESH_MARGIN_S", DEFAULT_REFRESH_MARGIN.total_seconds()),
+            deadline_s=env.float("QTS_CALL_DEADLINE_S", DEFAULT_CALL_DEADLINE_S),
+            store=env.str("QTS_TOKEN_STORE", _DEFAULT_STORE),
             wait_on_rate_limit=bool(env.bool("QTS_WAIT_ON_RATE_LIMIT", True)),
             max_rps=env.str("QTS_MAX_RPS", ""),  # empty: the mode's default (VTS 2/s, REAL 15/s)
             ca=env.str("KIS_CA_BUNDLE", ""),
@@ -181,14 +190,19 @@ def _check_numbers(raw: _Raw, problems: dict[str, str]) -> float | None:
     return max_rps
 
 
+def load_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Mode:
+    """Only the mode: ``mode`` (``--mode``) if given, else ``KIS_MODE``, else VTS; for commands that
+    need no keys (``qts emulator``). Raises ConfigError naming KIS_MODE."""
+    text = mode if mode is not None else _environment(env_file).str("KIS_MODE", _DEFAULT_MODE)
+    try:
+        return Mode.parse(text)
+    except ValueError as exc:
+        raise _config_error({"KIS_MODE": str(exc)}) from None
+
+
 def load_store_spec(env_file: str | os.PathLike[str] | None = None) -> TokenStoreSpec:
     """Only ``QTS_TOKEN_STORE`` (for ``qts status``, which needs no keys). Raises ConfigError."""
-    env = environs.Env(eager=False)
-    if env_file is not None:
-        if not Path(env_file).is_file():
-            raise ConfigError(f"env file {str(env_file)!r} does not exist or is not a file")
-        env.read_env(Path(env_file), recurse=False)
-    raw = env.str("QTS_TOKEN_STORE", "file")
+    raw = _environment(env_file).str("QTS_TOKEN_STORE", _DEFAULT_STORE)
     try:
         return parse_store_spec(raw)
     except ValueError as exc:
