@@ -21,6 +21,7 @@ from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
 __all__ = [
     "ENV_VARIABLES",
     "default_token_folder",
+    "load_mode",
     "load_settings",
     "load_store_spec",
     "parse_base_url",
@@ -57,10 +58,7 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
     """
     env = environs.Env(eager=False)
     if env_file is not None:
-        path = Path(env_file)
-        if not path.is_file():
-            raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
-        env.read_env(path, recurse=False)
+        _read_env_file(env, Path(env_file))
 
     problems: dict[str, str] = {}
     raw_mode = mode if mode is not None else env.str("KIS_MODE", "VTS")
@@ -146,14 +144,51 @@ def load_store_spec(env_file: str | os.PathLike[str] | None = None) -> TokenStor
     """Only ``QTS_TOKEN_STORE`` (for ``qts status``, which needs no keys). Raises ConfigError."""
     env = environs.Env(eager=False)
     if env_file is not None:
-        if not Path(env_file).is_file():
-            raise ConfigError(f"env file {str(env_file)!r} does not exist or is not a file")
-        env.read_env(Path(env_file), recurse=False)
+        _read_env_file(env, Path(env_file))
     raw = env.str("QTS_TOKEN_STORE", "file")
     try:
         return parse_store_spec(raw)
     except ValueError as exc:
         raise _config_error({"QTS_TOKEN_STORE": str(exc)}) from None
+
+
+def load_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Mode | None:
+    """Only the mode in use (``mode``, else ``KIS_MODE``, else VTS), or None when it is invalid.
+
+    For announcing REAL before anything else can fail (missing keys included). Raises
+    ConfigError only when ``env_file`` cannot be read.
+    """
+    env = environs.Env(eager=False)
+    if env_file is not None:
+        _read_env_file(env, Path(env_file))
+    raw = mode if mode is not None else env.str("KIS_MODE", "VTS")
+    try:
+        return Mode.parse(raw)
+    except ValueError:
+        return None
+
+
+def _read_env_file(env: environs.Env, path: Path) -> None:
+    """Load ``path`` into ``env``; an unreadable or undecodable file is a ConfigError saying what to do."""
+    if not path.is_file():
+        raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
+    try:
+        env.read_env(path, recurse=False)
+    except PermissionError:
+        raise ConfigError(
+            f"env file {str(path)!r} cannot be read (permission denied): make it readable by the user "
+            f"running qts, e.g. chown $USER {str(path)!r} && chmod 600 {str(path)!r}"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"env file {str(path)!r} is not UTF-8 (saved as CP949/EUC-KR, the Windows default in Korea?): "
+            f"save it again as UTF-8, e.g. iconv -f cp949 -t utf-8 {str(path)!r} -o {str(path)!r}.utf8 "
+            "and rename it back"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"env file {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}"
+        ) from None
 
 
 def default_token_folder() -> Path:
