@@ -175,20 +175,28 @@ def _read_env_file(env: environs.Env, path: Path) -> None:
     try:
         env.read_env(path, recurse=False)
     except PermissionError:
-        raise ConfigError(
-            f"env file {str(path)!r} cannot be read (permission denied): make it readable by the user "
-            f"running qts, e.g. chown $USER {str(path)!r} && chmod 600 {str(path)!r}"
+        raise _file_error(
+            f"env file {str(path)!r} cannot be read (permission denied)",
+            f"Make it readable by the user running qts: chown $USER {str(path)!r} && "
+            f"chmod 600 {str(path)!r}.",
         ) from None
     except UnicodeDecodeError:
-        raise ConfigError(
-            f"env file {str(path)!r} is not UTF-8 (saved as CP949/EUC-KR, the Windows default in Korea?): "
-            f"save it again as UTF-8, e.g. iconv -f cp949 -t utf-8 {str(path)!r} -o {str(path)!r}.utf8 "
-            "and rename it back"
+        raise _file_error(
+            f"env file {str(path)!r} is not UTF-8 (saved as CP949/EUC-KR, the Windows default in Korea?)",
+            f"Save it again as UTF-8: iconv -f cp949 -t utf-8 {str(path)!r} > {str(path)!r}.utf8, "
+            "check it, then rename it back (or choose UTF-8 in your editor's Save As).",
         ) from None
     except OSError as exc:
-        raise ConfigError(
-            f"env file {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}"
+        raise _file_error(
+            f"env file {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}",
+            "Check that the path names a readable file, or run `qts init` to write a new one.",
         ) from None
+
+
+def _file_error(message: str, hint: str) -> ConfigError:
+    error = ConfigError(message)
+    error.hint = hint
+    return error
 
 
 def default_token_folder() -> Path:
