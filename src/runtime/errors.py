@@ -9,8 +9,8 @@ Each class says what the ``qts`` command does with it: ``exit_code`` (0 ok; 1 a 
 configuration or usage; 3 credentials or token rejected; 4 broker unavailable, malformed
 answer, failed TLS or token store; 5 rate limited; 6 KIS refused the request itself),
 ``retryable`` (the same call may succeed later as it is) and ``hint`` (one line of advice).
-:data:`EXIT_CODES` names every exit code; :meth:`QTSError.as_dict` is the JSON shape
-``qts --json`` prints on failure.
+:meth:`QTSError.as_dict` is the JSON shape ``qts --json`` prints on failure. The two tables
+below are generated from the classes at import, so they cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from datetime import timedelta
 from typing import Any
 
 __all__ = [
-    "EXIT_CODES",
     "BrokerCallError",
     "BrokerUnavailableError",
     "CallRateLimitedError",
@@ -41,8 +40,8 @@ __all__ = [
     "WrongModeError",
 ]
 
-#: What each exit code of ``qts`` means (130: interrupted with Ctrl-C).
-EXIT_CODES: dict[int, str] = {
+# What each exit code of ``qts`` means; the table at the end of this docstring is built from it.
+_EXIT_CODES: dict[int, str] = {
     0: "ok",
     1: "internal error (a bug: run again with -v and report it)",
     2: "configuration or usage error; nothing was sent to KIS",
@@ -263,3 +262,25 @@ class UsageError(QTSError):
 
     exit_code = 2
     hint = "Run `qts --help` for usage."
+
+
+def _tables() -> str:
+    """The exit-code and error tables appended to this module's docstring (and so to the API docs)."""
+    codes = "\n".join(f"| {code} | {meaning} |" for code, meaning in _EXIT_CODES.items())
+    rows = []
+    for name in sorted(__all__, key=lambda n: [c.__name__ for c in globals()[n].__mro__[::-1]]):
+        cls = globals()[name]
+        parent = cls.__mro__[1].__name__
+        rows.append(
+            f"| `{name}` | `{parent}` | {cls.exit_code} | {'yes' if cls.retryable else 'no'} | {cls.hint} |"
+        )
+    return (
+        "\n\nExit codes of ``qts``:\n\n| Exit code | Meaning |\n|---|---|\n"
+        + codes
+        + "\n\nThe error tree:\n\n| Error | Parent | Exit code | Retryable | Hint |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+
+
+__doc__ = (__doc__ or "") + _tables()
