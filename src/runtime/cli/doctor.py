@@ -104,11 +104,8 @@ def _check_env_file(args: argparse.Namespace) -> Check:
 
     path = _env_file(args)
     if path is None:
-        return warn(
-            ".env",
-            "no ./.env here; settings come from the environment only",
-            "run `qts init` to write a commented .env (0600), or pass --env-file PATH",
-        )
+        # Not a fault: the environment may carry every setting (the next check says if it does not).
+        return ok(".env", "no ./.env here: settings come from the environment only (`qts init` writes one)")
     try:
         load_mode(path)
     except ConfigError as exc:
@@ -127,8 +124,16 @@ def _check_settings(args: argparse.Namespace) -> tuple[Settings | None, list[Che
         settings = load_settings(_env_file(args), mode=getattr(args, "mode", None))
     except ConfigError as exc:
         problems = exc.problems or {"settings": exc.message}
+        grouped: dict[str, list[str]] = {}
+        for name in problems:
+            grouped.setdefault(_settings_check(name), []).append(name)
         return None, [
-            fail("settings", f"{name}: {problem}", _settings_fix(name)) for name, problem in problems.items()
+            fail(
+                check,
+                "; ".join(f"{name}: {problems[name]}" for name in names),
+                "; ".join(_settings_fix(name) for name in names),
+            )
+            for check, names in grouped.items()
         ]
     mode = settings.mode
     other = Mode.VTS if mode is Mode.REAL else Mode.REAL
@@ -144,11 +149,20 @@ def _check_settings(args: argparse.Namespace) -> tuple[Settings | None, list[Che
     return settings, checks
 
 
+def _settings_check(name: str) -> str:
+    """The doctor line a settings problem belongs to."""
+    if name == "KIS_MODE":
+        return "mode"
+    if name.endswith(("_APP_KEY", "_APP_SECRET")):
+        return "keys"
+    return name
+
+
 def _settings_fix(name: str) -> str:
     if name == "KIS_MODE":
         return "set KIS_MODE=VTS (paper) or KIS_MODE=REAL (live) in .env"
     if name.endswith(("_APP_KEY", "_APP_SECRET")):
-        return f"set {name} in .env to the value from the KIS portal (no quotes or spaces)"
+        return f"set {name} in .env (`qts init` writes one) to the value from the KIS portal, no spaces"
     return f"fix {name} in .env (see the comments in .env.example / `qts init`)"
 
 
