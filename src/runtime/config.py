@@ -159,7 +159,8 @@ def load_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str | Non
     ConfigError only when ``env_file`` cannot be read.
     """
     env = environs.Env(eager=False)
-    if env_file is not None:
+    # What is known without the file comes first: an unreadable file must not hide REAL.
+    if env_file is not None and mode is None and "KIS_MODE" not in os.environ:
         _read_env_file(env, Path(env_file))
     raw = mode if mode is not None else env.str("KIS_MODE", "VTS")
     try:

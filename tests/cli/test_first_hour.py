@@ -24,6 +24,7 @@ from runtime.auth.stores.file import FileTokenStore
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.masking import fingerprint
 from tests.cli.conftest import QTS, REAL_MARKER, TOKEN_PATH, Emulators, Result
+from tests.runtime.stores.redis_server import redis_server
 
 ERROR_KEYS = {"type", "code", "message", "hint", "retryable", "exit_code"}
 PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
@@ -399,6 +400,44 @@ def test_doctor_names_the_fix_for_each_broken_set_up(
     assert text.returncode == result.returncode, text
     line = next(line for line in text.stdout_lines if line.startswith(f"{status:<4} {name} "))
     assert fix in line, text
+
+
+def test_doctor_finds_a_running_redis_reachable_and_all_ok(
+    qts: QTS, emulators: Emulators, vts_account: EmulatorAccount, tmp_path: Path
+) -> None:
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as url:
+        env = emulator_env(qts, emulators.start("VTS"), vts_account, QTS_TOKEN_STORE=url)
+        assert qts.run("token", env=env).returncode == 0
+
+        result = qts.run("doctor", "--json", env=env)
+
+    checks = doctor_checks(result)
+    assert result.returncode == 0, result
+    assert checks["redis"]["status"] == "ok", result
+    assert "reachable" in checks["redis"]["detail"]
+    assert "jti matches" in checks["token"]["detail"], result
+
+
+def test_doctor_in_real_mode_starts_with_the_marker(
+    qts: QTS, emulators: Emulators, real_account: EmulatorAccount
+) -> None:
+    env = emulator_env(qts, emulators.start("REAL"), real_account)
+
+    result = qts.run("doctor", env=env)
+
+    assert result.returncode == 0, result
+    assert result.stdout_lines[0].startswith(REAL_MARKER), result
+    assert "live trading" in result.stdout_lines[2], result
+
+
+def test_the_real_marker_shows_with_mode_real_even_when_the_env_file_cannot_be_read(qts: QTS) -> None:
+    (qts.tmp_path / ".env").write_bytes("KIS_MODE=VTS\n# 실전\n".encode("cp949"))
+
+    result = qts.run("--mode", "REAL", "token", env=qts.env())
+
+    assert result.returncode == 2, result
+    assert result.stdout_lines[0].startswith(REAL_MARKER), result
 
 
 # --------------------------------------------------------------------------- call, forget, init
