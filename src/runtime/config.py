@@ -21,6 +21,8 @@ from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
 __all__ = [
     "ENV_VARIABLES",
     "default_token_folder",
+    "is_loopback_url",
+    "load_base_urls",
     "load_mode",
     "load_settings",
     "load_store_spec",
@@ -167,6 +169,33 @@ def load_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str | Non
         return Mode.parse(raw)
     except ValueError:
         return None
+
+
+def load_base_urls(env_file: str | os.PathLike[str] | None = None) -> dict[Mode, str]:
+    """The REST base URL of each mode (the official one when ``KIS_<MODE>_BASE_URL`` is unset).
+
+    For ``qts doctor``. Raises ConfigError naming any URL that is not allowed.
+    """
+    env = environs.Env(eager=False)
+    if env_file is not None:
+        _read_env_file(env, Path(env_file))
+    urls: dict[Mode, str] = {}
+    problems: dict[str, str] = {}
+    for mode in Mode:
+        raw = env.str(f"KIS_{mode.value}_BASE_URL", "")
+        try:
+            urls[mode] = parse_base_url(raw) if raw else mode.official_base_url
+        except ValueError as exc:
+            problems[f"KIS_{mode.value}_BASE_URL"] = str(exc)
+    if problems:
+        raise _config_error(problems)
+    return urls
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when ``url``'s host is 127.0.0.0/8, ::1 or localhost."""
+    host = urlsplit(url).hostname
+    return host is not None and _is_loopback(host)
 
 
 def _read_env_file(env: environs.Env, path: Path) -> None:

@@ -320,6 +320,10 @@ def _foreign_host(s: DoctorSetup) -> dict[str, str]:
     return {**env, "KIS_VTS_BASE_URL": "https://kis.example.invalid:29443"}
 
 
+def _foreign_other_host(s: DoctorSetup) -> dict[str, str]:
+    return emulator_env(s.qts, s.emulator, s.account, KIS_REAL_BASE_URL="https://kis.example.invalid:9443")
+
+
 def _bad_ca(s: DoctorSetup) -> dict[str, str]:
     bundle = s.qts.tmp_path / "proxy-ca.pem"
     bundle.write_text("not a certificate\n", encoding="utf-8")
@@ -371,6 +375,7 @@ BROKEN: dict[str, tuple[Callable[[DoctorSetup], dict[str, str]], str, str, str]]
     "no key pair": (_no_keys, "keys", "fail", "KIS_VTS_APP_KEY"),
     "one key for both modes": (_same_key_both_modes, "other", "fail", "own key pair"),
     "unofficial host": (_foreign_host, "base URL", "warn", "unset KIS_VTS_BASE_URL"),
+    "unofficial host of the other mode": (_foreign_other_host, "base URL", "warn", "unset KIS_REAL_BASE_URL"),
     "CA bundle not PEM": (_bad_ca, "CA bundle", "fail", "KIS_CA_BUNDLE"),
     "store open to others": (_open_store, "store", "fail", "chmod 700"),
     "token of another key": (_foreign_token, "token", "fail", "qts forget"),

@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace) -> Iterator[Check]:
     yield from checks
     if settings is None:
         return
-    yield _check_base_url(settings)
+    yield _check_base_url(args, settings)
     yield _check_ca_bundle(settings)
     store, store_checks = _check_store(settings)
     yield from store_checks
@@ -183,21 +183,25 @@ def _check_other_mode(args: argparse.Namespace, settings: Settings, other: Any) 
     return ok("other", f"{other.value} keys also set (key {theirs.credentials.fingerprint})")
 
 
-def _check_base_url(settings: Settings) -> Check:
-    from runtime.config import _is_loopback
+def _check_base_url(args: argparse.Namespace, settings: Settings) -> Check:
+    """Both modes' hosts: the official one or loopback (an emulator); anything else warns."""
+    from runtime.config import is_loopback_url, load_base_urls
 
+    urls = load_base_urls(_env_file(args))
+    urls[settings.mode] = settings.base_url  # what this run really uses
+    odd = [m for m, url in urls.items() if url != m.official_base_url and not is_loopback_url(url)]
+    if odd:
+        names = " and ".join(f"KIS_{m.value}_BASE_URL={urls[m]}" for m in odd)
+        unset = " and ".join(f"KIS_{m.value}_BASE_URL" for m in odd)
+        return warn(
+            "base URL",
+            f"{names}: neither the official KIS host nor loopback",
+            f"unset {unset} to use the official host",
+        )
     url = settings.base_url
-    official = settings.mode.official_base_url
-    if url == official:
-        return ok("base URL", f"{url} (official {settings.mode.value} host)")
-    host = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
-    if _is_loopback(host):
-        return ok("base URL", f"{url} (loopback: an emulator or a local proxy)")
-    return warn(
-        "base URL",
-        f"{url} is neither the official {settings.mode.value} host nor loopback",
-        f"unset KIS_{settings.mode.value}_BASE_URL to use {official}",
-    )
+    official = url == settings.mode.official_base_url
+    where = f"official {settings.mode.value} host" if official else "loopback: an emulator or a local proxy"
+    return ok("base URL", f"{url} ({where})")
 
 
 def _check_ca_bundle(settings: Settings) -> Check:
