@@ -48,11 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from runtime.cli.output import Output
 
     out = Output(as_json=args.json)
-    _configure_logging(verbose=args.verbose)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
+    restore = _configure_logging(verbose=args.verbose)
     try:
         return handler(args, out)
     except KeyboardInterrupt:
@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # the one place that turns any error into an exit code
         return _report(exc, out, verbose=args.verbose)
+    finally:
+        restore()
 
 
 def _report(exc: Exception, out: Output, *, verbose: bool) -> int:
@@ -104,16 +106,28 @@ def _help_target(prog: str, argv: Sequence[str]) -> str:
     return f"qts {named}" if named else "qts"
 
 
-def _configure_logging(*, verbose: bool) -> None:
-    """Warnings (a corrupt token file, a folder tightened) on stderr, each at most once per run."""
+def _configure_logging(*, verbose: bool) -> Callable[[], None]:
+    """Warnings (a corrupt token file, a folder tightened) on stderr, each at most once per run;
+    with ``-v`` every debug log too. Returns what undoes it (``main`` may run in a test process)."""
     import logging
 
+    root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "qts: warning: %(message)s")
     )
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
     handler.addFilter(_OncePerRun())
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler], force=True)
+    level = root.level
+    if verbose:
+        root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+    return restore
 
 
 class _OncePerRun:
