@@ -570,7 +570,9 @@ def test_the_real_marker_shows_whenever_real_is_in_use_even_without_keys(qts: QT
     result = qts.run(*args, env=qts.env(mode="REAL"))
 
     assert result.returncode == 2, result
-    assert result.stdout_lines[0].startswith(REAL_MARKER), result
+    # `call` prints JSON even without --json, so its marker always goes to stderr.
+    first = result.stderr_lines[0] if args[0] == "call" else result.stdout_lines[0]
+    assert first.startswith(REAL_MARKER), result
     as_json = qts.run(*args, "--json", env=qts.env(mode="REAL"))
     assert as_json.stderr_lines[0].startswith(REAL_MARKER), as_json  # stdout stays one JSON object
     json.loads(as_json.stdout)

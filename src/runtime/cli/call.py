@@ -45,7 +45,8 @@ def call(args: argparse.Namespace, out: Output) -> int:
     if not 1 <= limit <= MAX_PAGES:
         raise InvalidRequestError(f"--pages must be between 1 and {MAX_PAGES}, got {args.pages}")
     pages: list[dict[str, Any]] = []
-    with _runtime(args, out) as kis:
+    # stdout is JSON even without --json: the REAL marker goes to stderr so pipes stay clean.
+    with _runtime(args, out, machine_stdout=True) as kis:
         tr_cont = ""
         while True:
             answer = kis.call("GET", args.path, tr_id=args.tr_id, params=params, tr_cont=tr_cont)
