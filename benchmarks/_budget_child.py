@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.auth.call_budget import KEY_LIMIT_PER_S
 from runtime.auth.ports import Booking, BudgetUsage, CallBudgetPort
 from runtime.bootstrap import build_call_budget, build_runtime
 from runtime.broker.base import BrokerScope
@@ -53,7 +52,7 @@ class RecordingBudget:
 def main() -> int:
     seconds, ready, go, out = float(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
     settings = load_settings()
-    limit = settings.max_rps or KEY_LIMIT_PER_S[settings.mode]
+    limit = settings.calls_per_second
     budget = RecordingBudget(build_call_budget(settings.token_store, limit))
     returned: list[float] = []
     errors: dict[str, int] = {}

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from contracts.support import redis_server
 from runtime.auth.call_budget.file import FileCallBudget
 from runtime.auth.call_budget.gcra import BudgetPolicy
 from runtime.auth.call_budget.memory import InProcessCallBudget
@@ -22,7 +23,6 @@ from runtime.clock import SystemClock
 from runtime.deadline import Deadline
 from runtime.errors import CallBudgetExhaustedError, RateLimitedError
 from runtime.masking import fingerprint
-from tests.runtime.stores.redis_server import redis_server
 
 VTS = BrokerScope(Mode.VTS, fingerprint("PSvts-key-one"))
 REAL = BrokerScope(Mode.REAL, fingerprint("PSreal-key-one"))

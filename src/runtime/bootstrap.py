@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtime.auth.budget import ISSUE_INTERVAL, ISSUE_MARGIN, IssuanceBudget, WaitHook
-from runtime.auth.call_budget import KEY_LIMIT_PER_S
 from runtime.auth.call_budget.memory import InProcessCallBudget
 from runtime.auth.ports import CallBudgetPort, TokenStorePort
 from runtime.auth.stores.memory import InMemoryTokenStore
@@ -65,12 +64,7 @@ def build_runtime(
 
         http = http or build_http(settings.ca_bundle)
         broker = KISBrokerAdapter(
-            settings.mode,
-            settings.credentials,
-            http,
-            base_url=settings.base_url,
-            clock=clock,
-            timeout_s=settings.call_deadline_s,
+            settings.mode, settings.credentials, http, base_url=settings.base_url, clock=clock
         )
     if broker.scope != settings.scope:
         raise ScopeMismatchError(
@@ -84,18 +78,12 @@ def build_runtime(
         min_interval=ISSUE_INTERVAL + ISSUE_MARGIN if store.shared else timedelta(0),
         on_wait=on_wait,
     )
-    cache = TokenCache(
-        broker,
-        store,
-        clock,
-        margin=settings.refresh_margin,
-        lock_timeout_s=settings.call_deadline_s,
-        budget=budget,
-    )
+    cache = TokenCache(broker, store, clock, margin=settings.refresh_margin, budget=budget)
     on_close = http.clear if owned_http and http is not None else None
-    limit = settings.max_rps or KEY_LIMIT_PER_S[settings.mode]
     # The call budget is shared as widely as the tokens: the same store choice.
-    call_budget = call_budget or build_call_budget(settings.token_store, limit, clock=clock)
+    call_budget = call_budget or build_call_budget(
+        settings.token_store, settings.calls_per_second, clock=clock
+    )
     return KISRuntime(
         broker,
         cache,
@@ -107,7 +95,10 @@ def build_runtime(
 
 
 def build_http(ca_bundle: Path | None = None) -> urllib3.PoolManager:
-    """A PoolManager with certificate verification always on; ``ca_bundle`` adds a CA."""
+    """A PoolManager with certificate verification always on; ``ca_bundle`` adds a CA.
+
+    No pool-wide retries or timeouts: every request sets its own, from the call's deadline
+    (runtime.broker.kis.transport)."""
     import ssl
 
     import urllib3
@@ -118,13 +109,7 @@ def build_http(ca_bundle: Path | None = None) -> urllib3.PoolManager:
             context.load_verify_locations(cafile=str(ca_bundle))
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"KIS_CA_BUNDLE: cannot load {str(ca_bundle)!r} as PEM certificates") from exc
-    return urllib3.PoolManager(
-        num_pools=4,
-        maxsize=_POOL_SIZE,
-        ssl_context=context,
-        retries=urllib3.Retry(total=0, redirect=0),
-        timeout=urllib3.Timeout(connect=5.0, read=20.0),
-    )
+    return urllib3.PoolManager(num_pools=4, maxsize=_POOL_SIZE, ssl_context=context)
 
 
 def build_store(spec: TokenStoreSpec, *, clock: ClockPort | None = None) -> TokenStorePort:

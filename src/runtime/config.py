@@ -6,25 +6,41 @@ network call, each naming its variable and what is allowed.
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import os
+import stat
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
+import attrs
 import environs
 
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.errors import ConfigError
-from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
+from runtime.settings import (
+    DEFAULT_CALL_DEADLINE_S,
+    DEFAULT_REFRESH_MARGIN,
+    Settings,
+    StoreKind,
+    TokenStoreSpec,
+)
 
 __all__ = [
     "ENV_VARIABLES",
+    "announced_mode",
     "default_token_folder",
+    "is_loopback_url",
+    "load_base_urls",
+    "load_mode",
     "load_settings",
     "load_store_spec",
     "parse_base_url",
     "parse_store_spec",
+    "validate_env_file",
 ]
 
 #: Every variable the package reads, for docs and for tests that clear the environment.
@@ -47,6 +63,9 @@ ENV_VARIABLES = (
 _MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
 _MAX_DEADLINE_S = 600.0
 _MAX_RPS = 20.0  # KIS_API.md §11: REAL allows 20 calls per second per key
+_DEFAULT_MODE = Mode.VTS.value
+_DEFAULT_STORE = "file"  # built by hand, Settings keep tokens in memory; `qts` keeps them in files
+_T = TypeVar("_T")
 
 
 def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Settings:
@@ -55,25 +74,81 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
     ``mode`` overrides ``KIS_MODE`` (the CLI's ``--mode``). Raises ConfigError listing every
     problem found. No ``.env`` is searched for implicitly: pass the file you mean.
     """
+    env = _environment(env_file)
+    problems: dict[str, str] = {}
+    raw = _Raw.read(env, mode)
+    _seal(env, problems)
+    try:
+        active = Mode.parse(raw.mode)
+    except ValueError as exc:
+        problems["KIS_MODE"] = str(exc)
+        raise _config_error(problems) from None
+    app_key, app_secret = raw.keys[active]
+    for suffix, value in (("APP_KEY", app_key), ("APP_SECRET", app_secret)):
+        problem = _credential_problem(value)
+        if problem:
+            problems[f"KIS_{active.value}_{suffix}"] = problem
+    base_url = _checked(problems, f"KIS_{active.value}_BASE_URL", parse_base_url, raw.urls[active])
+    store = _checked(problems, "QTS_TOKEN_STORE", parse_store_spec, raw.store, empty_is_default=False)
+    max_rps = _check_numbers(raw, problems)
+    ca_bundle = Path(raw.ca).expanduser() if raw.ca else None
+    if ca_bundle is not None and not ca_bundle.is_file():
+        problems["KIS_CA_BUNDLE"] = f"{raw.ca!r} is not a readable file"
+    if problems:
+        raise _config_error(problems)
+    return Settings(
+        mode=active,
+        credentials=AppCredentials(app_key, app_secret),
+        base_url=base_url or active.official_base_url,
+        token_store=store or TokenStoreSpec(StoreKind.FILE),
+        refresh_margin=timedelta(seconds=raw.margin_s),
+        call_deadline_s=raw.deadline_s,
+        ca_bundle=ca_bundle,
+        wait_on_rate_limit=raw.wait_on_rate_limit,
+        max_rps=max_rps,
+    )
+
+
+@attrs.frozen
+class _Raw:
+    """The variables as read, before any check (environs reports its own parse errors on seal)."""
+
+    mode: str
+    margin_s: float
+    deadline_s: float
+    store: str
+    wait_on_rate_limit: bool
+    max_rps: str
+    ca: str
+    urls: dict[Mode, str]
+    keys: dict[Mode, tuple[str, str]]
+
+    @classmethod
+    def read(cls, env: environs.Env, mode: str | None) -> _Raw:
+        return cls(
+            mode=mode if mode is not None else env.str("KIS_MODE", _DEFAULT_MODE),
+            margin_s=env.float("QTS_REFRESH_MARGIN_S", DEFAULT_REFRESH_MARGIN.total_seconds()),
+            deadline_s=env.float("QTS_CALL_DEADLINE_S", DEFAULT_CALL_DEADLINE_S),
+            store=env.str("QTS_TOKEN_STORE", _DEFAULT_STORE),
+            wait_on_rate_limit=bool(env.bool("QTS_WAIT_ON_RATE_LIMIT", True)),
+            max_rps=env.str("QTS_MAX_RPS", ""),  # empty: the key's documented limit (VTS 2/s, REAL 20/s)
+            ca=env.str("KIS_CA_BUNDLE", ""),
+            urls={m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode},
+            keys={
+                m: (env.str(f"KIS_{m.value}_APP_KEY", ""), env.str(f"KIS_{m.value}_APP_SECRET", ""))
+                for m in Mode
+            },
+        )
+
+
+def _environment(env_file: str | os.PathLike[str] | None) -> environs.Env:
     env = environs.Env(eager=False)
     if env_file is not None:
-        path = Path(env_file)
-        if not path.is_file():
-            raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
-        env.read_env(path, recurse=False)
+        _read_env_file(env, Path(env_file))
+    return env
 
-    problems: dict[str, str] = {}
-    raw_mode = mode if mode is not None else env.str("KIS_MODE", "VTS")
-    margin_s = env.float("QTS_REFRESH_MARGIN_S", 600.0)
-    deadline_s = env.float("QTS_CALL_DEADLINE_S", 20.0)
-    raw_store = env.str("QTS_TOKEN_STORE", "file")
-    wait_on_rate_limit = env.bool("QTS_WAIT_ON_RATE_LIMIT", True)
-    raw_max_rps = env.str("QTS_MAX_RPS", "")  # empty: the key's documented limit (VTS 2/s, REAL 20/s)
-    raw_ca = env.str("KIS_CA_BUNDLE", "")
-    raw_urls = {m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode}
-    raw_keys = {
-        m: (env.str(f"KIS_{m.value}_APP_KEY", ""), env.str(f"KIS_{m.value}_APP_SECRET", "")) for m in Mode
-    }
+
+def _seal(env: environs.Env, problems: dict[str, str]) -> None:
     try:
         env.seal()
     except environs.EnvValidationError as exc:
@@ -83,77 +158,153 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
         else:
             problems["environment"] = "; ".join(map(str, messages))
 
+
+def _checked(
+    problems: dict[str, str],
+    name: str,
+    parse: Callable[[str], _T],
+    text: str,
+    *,
+    empty_is_default: bool = True,
+) -> _T | None:
+    """``parse(text)``, or None for an empty ``text`` (the default) or a problem filed under ``name``."""
+    if not text and empty_is_default:
+        return None
     try:
-        active = Mode.parse(raw_mode)
-    except ValueError:
-        problems["KIS_MODE"] = f"{raw_mode!r} is not allowed; use VTS or REAL"
-        raise _config_error(problems) from None
-
-    app_key, app_secret = raw_keys[active]
-    for name, value in (
-        (f"KIS_{active.value}_APP_KEY", app_key),
-        (f"KIS_{active.value}_APP_SECRET", app_secret),
-    ):
-        problem = _credential_problem(value)
-        if problem:
-            problems[name] = problem
-
-    base_url = active.official_base_url
-    url_name = f"KIS_{active.value}_BASE_URL"
-    if raw_urls[active]:
-        try:
-            base_url = parse_base_url(raw_urls[active])
-        except ValueError as exc:
-            problems[url_name] = str(exc)
-
-    store = TokenStoreSpec(StoreKind.MEMORY)
-    try:
-        store = parse_store_spec(raw_store)
+        return parse(text)
     except ValueError as exc:
-        problems["QTS_TOKEN_STORE"] = str(exc)
+        problems[name] = str(exc)
+        return None
 
-    if "QTS_REFRESH_MARGIN_S" not in problems and not 0 <= margin_s <= _MAX_MARGIN_S:
-        problems["QTS_REFRESH_MARGIN_S"] = f"must be between 0 and {_MAX_MARGIN_S} seconds, got {margin_s:g}"
-    if "QTS_CALL_DEADLINE_S" not in problems and not 0 < deadline_s <= _MAX_DEADLINE_S:
-        problems["QTS_CALL_DEADLINE_S"] = (
-            f"must be above 0 and at most {_MAX_DEADLINE_S:g} seconds, got {deadline_s:g}"
+
+def _check_numbers(raw: _Raw, problems: dict[str, str]) -> float | None:
+    """Range checks for the numeric settings; returns QTS_MAX_RPS (None: the mode's default)."""
+    if "QTS_REFRESH_MARGIN_S" not in problems and not 0 <= raw.margin_s <= _MAX_MARGIN_S:
+        problems["QTS_REFRESH_MARGIN_S"] = (
+            f"must be between 0 and {_MAX_MARGIN_S} seconds, got {raw.margin_s:g}"
         )
-
-    max_rps = _optional_rate(raw_max_rps)
+    if "QTS_CALL_DEADLINE_S" not in problems and not 0 < raw.deadline_s <= _MAX_DEADLINE_S:
+        problems["QTS_CALL_DEADLINE_S"] = (
+            f"must be above 0 and at most {_MAX_DEADLINE_S:g} seconds, got {raw.deadline_s:g}"
+        )
+    max_rps = _optional_rate(raw.max_rps)
     if max_rps is not None and not 0 < max_rps <= _MAX_RPS:
         problems["QTS_MAX_RPS"] = f"must be a number above 0 and at most {_MAX_RPS:g} (KIS's REAL limit)"
+    return max_rps
 
-    ca_bundle = Path(raw_ca).expanduser() if raw_ca else None
-    if ca_bundle is not None and not ca_bundle.is_file():
-        problems["KIS_CA_BUNDLE"] = f"{raw_ca!r} is not a readable file"
 
-    if problems:
-        raise _config_error(problems)
-    return Settings(
-        mode=active,
-        credentials=AppCredentials(app_key, app_secret),
-        base_url=base_url,
-        token_store=store,
-        refresh_margin=timedelta(seconds=margin_s),
-        call_deadline_s=deadline_s,
-        ca_bundle=ca_bundle,
-        wait_on_rate_limit=bool(wait_on_rate_limit),
-        max_rps=max_rps,
-    )
+def load_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Mode:
+    """Only the mode: ``mode`` (``--mode``) if given, else ``KIS_MODE``, else VTS; for commands that
+    need no keys (``qts emulator``). Raises ConfigError naming KIS_MODE."""
+    text = mode if mode is not None else _environment(env_file).str("KIS_MODE", _DEFAULT_MODE)
+    try:
+        return Mode.parse(text)
+    except ValueError as exc:
+        raise _config_error({"KIS_MODE": str(exc)}) from None
 
 
 def load_store_spec(env_file: str | os.PathLike[str] | None = None) -> TokenStoreSpec:
     """Only ``QTS_TOKEN_STORE`` (for ``qts status``, which needs no keys). Raises ConfigError."""
-    env = environs.Env(eager=False)
-    if env_file is not None:
-        if not Path(env_file).is_file():
-            raise ConfigError(f"env file {str(env_file)!r} does not exist or is not a file")
-        env.read_env(Path(env_file), recurse=False)
-    raw = env.str("QTS_TOKEN_STORE", "file")
+    raw = _environment(env_file).str("QTS_TOKEN_STORE", _DEFAULT_STORE)
     try:
         return parse_store_spec(raw)
     except ValueError as exc:
         raise _config_error({"QTS_TOKEN_STORE": str(exc)}) from None
+
+
+def announced_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Mode | None:
+    """Only the mode in use (``mode``, else ``KIS_MODE``, else VTS), or None when it is invalid.
+
+    For announcing REAL before anything else can fail (missing keys included). Raises
+    ConfigError only when ``env_file`` cannot be read.
+    """
+    env = environs.Env(eager=False)
+    # What is known without the file comes first: an unreadable file must not hide REAL.
+    if env_file is not None and mode is None and "KIS_MODE" not in os.environ:
+        _read_env_file(env, Path(env_file))
+    raw = mode if mode is not None else env.str("KIS_MODE", _DEFAULT_MODE)
+    try:
+        return Mode.parse(raw)
+    except ValueError:
+        return None
+
+
+def validate_env_file(env_file: str | os.PathLike[str]) -> None:
+    """Raise the ConfigError reading ``env_file`` would raise (unreadable, CP949, BOM), if any."""
+    _read_env_file(environs.Env(eager=False), Path(env_file))
+
+
+def load_base_urls(env_file: str | os.PathLike[str] | None = None) -> dict[Mode, str]:
+    """The REST base URL of each mode (the official one when ``KIS_<MODE>_BASE_URL`` is unset).
+
+    For ``qts doctor``. Raises ConfigError naming any URL that is not allowed.
+    """
+    env = environs.Env(eager=False)
+    if env_file is not None:
+        _read_env_file(env, Path(env_file))
+    urls: dict[Mode, str] = {}
+    problems: dict[str, str] = {}
+    for mode in Mode:
+        raw = env.str(f"KIS_{mode.value}_BASE_URL", "")
+        try:
+            urls[mode] = parse_base_url(raw) if raw else mode.official_base_url
+        except ValueError as exc:
+            problems[f"KIS_{mode.value}_BASE_URL"] = str(exc)
+    if problems:
+        raise _config_error(problems)
+    return urls
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when ``url``'s host is 127.0.0.0/8, ::1 or localhost."""
+    host = urlsplit(url).hostname
+    return host is not None and _is_loopback(host)
+
+
+def _read_env_file(env: environs.Env, path: Path) -> None:
+    """Load ``path`` into ``env``; an unreadable or undecodable file is a ConfigError saying what to do."""
+    if not path.is_file():
+        raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
+    try:
+        _check_env_file(path)
+        env.read_env(path, recurse=False)
+    except PermissionError:
+        raise _file_error(
+            f"env file {str(path)!r} cannot be read (permission denied)",
+            f"Make it readable by the user running qts: chown $USER {str(path)!r} && "
+            f"chmod 600 {str(path)!r}.",
+        ) from None
+    except UnicodeDecodeError:
+        raise _file_error(
+            f"env file {str(path)!r} is not UTF-8 (saved as CP949/EUC-KR, the Windows default in Korea?)",
+            f"Save it again as UTF-8: iconv -f cp949 -t utf-8 {str(path)!r} > {str(path)!r}.utf8, "
+            "check it, then rename it back (or choose UTF-8 in your editor's Save As).",
+        ) from None
+    except OSError as exc:
+        raise _file_error(
+            f"env file {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}",
+            "Check that the path names a readable file, or run `qts init` to write a new one.",
+        ) from None
+
+
+def _check_env_file(path: Path) -> None:
+    """What the dotenv reader would get wrong silently: a file its owner may not read (root reads it
+    anyway) and a UTF-8 byte-order mark (it would hide the first variable)."""
+    if not stat.S_IMODE(path.stat().st_mode) & stat.S_IRUSR:
+        raise PermissionError(path)
+    with path.open("rb") as handle:
+        head = handle.read(len(codecs.BOM_UTF8))
+    if head == codecs.BOM_UTF8:
+        raise _file_error(
+            f"env file {str(path)!r} starts with a byte-order mark (saved as 'UTF-8 with BOM')",
+            "Save it again as plain UTF-8 without BOM (Notepad: Save As, Encoding UTF-8).",
+        )
+
+
+def _file_error(message: str, hint: str) -> ConfigError:
+    error = ConfigError(message)
+    error.hint = hint
+    return error
 
 
 def default_token_folder() -> Path:

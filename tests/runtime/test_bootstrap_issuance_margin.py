@@ -13,9 +13,10 @@ from runtime.auth.budget import ISSUE_INTERVAL, ISSUE_MARGIN, MAX_WAIT
 from runtime.auth.ports import IssuanceLedger
 from runtime.auth.stores.file import FileTokenStore
 from runtime.bootstrap import build_runtime
-from runtime.broker.base import AccessToken
+from runtime.broker.base import AccessToken, AppCredentials
 from runtime.clock import FakeClock
-from runtime.settings import AppCredentials, Settings
+from runtime.deadline import Deadline
+from runtime.settings import Settings
 from tests.support.fakes import FakeBroker
 
 KEY = "PSfake00000000000000000000000000001"
@@ -26,9 +27,9 @@ class TimedBroker(FakeBroker):
         super().__init__(clock, app_key=KEY)
         self.sent_at: list[float] = []
 
-    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+    def issue_token(self, *, deadline: Deadline) -> AccessToken:
         self.sent_at.append(self._clock.monotonic())
-        return super().issue_token(timeout_s=timeout_s)
+        return super().issue_token(deadline=deadline)
 
 
 def test_the_next_tokenp_after_a_killed_send_waits_the_minute_plus_a_margin(tmp_path: Path) -> None:
@@ -45,7 +46,9 @@ def test_the_next_tokenp_after_a_killed_send_waits_the_minute_plus_a_margin(tmp_
         mode=broker.scope.mode, credentials=AppCredentials(KEY, "secret"), base_url="http://127.0.0.1:9"
     )
     runtime = build_runtime(settings, clock=clock, store=store, broker=broker)
-    runtime.cache.get(timeout_s=settings.call_deadline_s, budget_wait_s=MAX_WAIT.total_seconds())
+    runtime.cache.get(
+        deadline=Deadline.after(clock, settings.call_deadline_s), budget_wait_s=MAX_WAIT.total_seconds()
+    )
 
     (sent,) = broker.sent_at
     assert sent - killed_send >= (ISSUE_INTERVAL + ISSUE_MARGIN).total_seconds()

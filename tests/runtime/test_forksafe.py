@@ -16,9 +16,9 @@ import pytest
 from kis_emulator import EmulatorConfig, KISEmulator, demo_account
 from runtime.auth.session import KISRuntime
 from runtime.bootstrap import build_runtime
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.forksafe import renew_in_child
-from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
+from runtime.settings import Settings, StoreKind, TokenStoreSpec
 
 PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
 CALLS = 60

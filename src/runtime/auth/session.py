@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from runtime.auth.call_budget import KEY_LIMIT_PER_S
 from runtime.auth.call_budget.memory import InProcessCallBudget
 from runtime.auth.ports import CallBudgetPort, ClockPort
 from runtime.auth.token_cache import TokenCache
@@ -20,6 +19,7 @@ from runtime.errors import (
     StaleTokenError,
     TokenRejectedError,
 )
+from runtime.settings import DEFAULT_CALL_DEADLINE_S, DEFAULT_MAX_RPS
 
 __all__ = ["KISRuntime"]
 
@@ -35,7 +35,8 @@ class KISRuntime:
     """The stateful half: owns the token cache, holds no credentials.
 
     Build it with :func:`runtime.bootstrap.build_runtime`. Every method raises only
-    :class:`runtime.errors.QTSError` subclasses.
+    :class:`runtime.errors.QTSError` subclasses. Each call gets one :class:`Deadline`, made
+    here from the clock and handed to the cache, the call budget, the stores and the broker.
     """
 
     def __init__(
@@ -44,7 +45,7 @@ class KISRuntime:
         cache: TokenCache,
         clock: ClockPort,
         *,
-        call_deadline_s: float = 20.0,
+        call_deadline_s: float = DEFAULT_CALL_DEADLINE_S,
         call_budget: CallBudgetPort | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
@@ -53,7 +54,7 @@ class KISRuntime:
         self._clock = clock
         self._deadline_s = call_deadline_s
         self._on_close = on_close
-        self._budget = call_budget or InProcessCallBudget(clock, KEY_LIMIT_PER_S[cache.scope.mode])
+        self._budget = call_budget or InProcessCallBudget(clock, DEFAULT_MAX_RPS[cache.scope.mode])
 
     @property
     def scope(self) -> BrokerScope:
@@ -70,9 +71,12 @@ class KISRuntime:
         """The token cache (for inspection: ``issued_count``, ``last_source``, ``peek``)."""
         return self._cache
 
-    def access_token(self) -> AccessToken:
-        """A token valid for at least the refresh margin, for callers that need it themselves."""
-        return self._cache.get(timeout_s=self._deadline_s)
+    def access_token(self, *, budget_wait_s: float = 0.0) -> AccessToken:
+        """A token valid for at least the refresh margin, for callers that need it themselves.
+
+        ``budget_wait_s`` is time granted on top of the call deadline for waiting out KIS's
+        one-tokenP-a-minute rule (``qts token`` grants it; a call does not)."""
+        return self._cache.get(deadline=self._deadline(), budget_wait_s=budget_wait_s)
 
     def call(
         self,
@@ -96,16 +100,17 @@ class KISRuntime:
             raise InvalidRequestError(f"invalid call: {exc}") from exc
         if request.is_order:
             raise OrderRefusedError(f"{request.path} is an order endpoint; Phase 2 sends no orders")
-        deadline = Deadline.after(self._clock, self._deadline_s)
-        token = self._cache.get(timeout_s=deadline.left_or_raise())
+        deadline = self._deadline()
+        token = self._cache.get(deadline=deadline)
         try:
             return self._send(request, token, deadline)
         except TokenRejectedError as rejected:
-            self._cache.invalidate(token)
+            self._cache.invalidate(token, deadline=deadline)
             if request.method != "GET":
                 raise  # the call may have had an effect; the caller decides about resending it
             _log.info("token %s rejected (%s); reissuing and retrying once", token.masked, rejected.code)
-            fresh = self._cache.get(timeout_s=deadline.left_or_raise())
+            deadline.left_or_raise()  # the rejected call may have used the rest
+            fresh = self._cache.get(deadline=deadline)
             if fresh.value == token.value:
                 raise StaleTokenError(
                     "KIS rejected the token and the reissue returned the same one", code=rejected.code
@@ -117,7 +122,8 @@ class KISRuntime:
         token = self._cache.held()
         if token is None:
             return None
-        self._broker.revoke_token(token, timeout_s=self._deadline_s)
+        deadline = self._deadline()
+        self._broker.revoke_token(token, deadline=deadline)
         self._cache.forget()
         return token
 
@@ -140,7 +146,8 @@ class KISRuntime:
             # Raises CallBudgetExhaustedError at once when no slot starts before the deadline.
             booking = self._budget.acquire(self.scope, deadline)
             try:
-                return self._broker.send(request, token, timeout_s=deadline.left_or_raise())
+                deadline.left_or_raise()  # the wait for the slot may have used the rest
+                return self._broker.send(request, token, deadline=deadline)
             except CallRateLimitedError as limited:
                 self._budget.rate_limited(self.scope, limited.retry_after.total_seconds())
                 if request.method != "GET" or attempt + 1 == _RATE_LIMIT_ATTEMPTS:
@@ -152,3 +159,7 @@ class KISRuntime:
                 # KIS has counted the call by now: later slots are spaced from this moment.
                 self._budget.release(self.scope, booking)
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+    def _deadline(self) -> Deadline:
+        # The one place a call's deadline is made: every step after this spends from it.
+        return Deadline.after(self._clock, self._deadline_s)

@@ -23,7 +23,7 @@ from runtime.clock import SystemClock
 from runtime.deadline import Deadline
 from runtime.masking import fingerprint
 from runtime.settings import StoreKind, TokenStoreSpec
-from tests.runtime.stores.redis_server import redis_server
+from tests.support.redis import redis_server
 
 SCOPE = BrokerScope(Mode.REAL, fingerprint("PSreal-key-shared"))
 CLOCK = SystemClock()
@@ -172,7 +172,8 @@ def test_calls_go_on_when_redis_stops_under_a_running_runtime(
 ) -> None:
     from kis_emulator import KISEmulator, demo_account
     from runtime.bootstrap import build_runtime
-    from runtime.settings import AppCredentials, Settings
+    from runtime.broker.base import AppCredentials
+    from runtime.settings import Settings
 
     account = demo_account("REAL")
     with KISEmulator("REAL") as emulator:  # KIS's REAL limit: 20/s per key

@@ -14,6 +14,7 @@ from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, Mode
 from runtime.clock import FakeClock
+from runtime.deadline import Deadline
 from runtime.errors import CallBudgetExhaustedError, CallRateLimitedError
 from tests.support.fakes import FakeBroker
 
@@ -28,9 +29,7 @@ class RateLimitedBroker(FakeBroker):
         self.limited = limited
         self.send_times: list[float] = []
 
-    def send(
-        self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
-    ) -> BrokerResponse:
+    def send(self, request: BrokerRequest, token: AccessToken, *, deadline: Deadline) -> BrokerResponse:
         self.send_times.append(self._clock.monotonic())
         if self.limited > 0:
             self.limited -= 1
@@ -38,7 +37,7 @@ class RateLimitedBroker(FakeBroker):
             raise CallRateLimitedError(
                 "초당 거래건수를 초과하였습니다.", retry_after=timedelta(seconds=1), code="EGW00201"
             )
-        return super().send(request, token, timeout_s=timeout_s)
+        return super().send(request, token, deadline=deadline)
 
 
 def _runtime(clock: FakeClock, broker: FakeBroker, budget: InProcessCallBudget | None = None) -> KISRuntime:

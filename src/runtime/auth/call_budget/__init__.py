@@ -8,12 +8,3 @@
 - :mod:`.fallback` -- a shared budget that degrades to a conservative local share while its
   state cannot be reached.
 """
-
-from __future__ import annotations
-
-from runtime.broker.base import Mode
-
-__all__ = ["KEY_LIMIT_PER_S"]
-
-#: KIS's documented per-key limits (KIS_API.md §11): the default of ``QTS_MAX_RPS``.
-KEY_LIMIT_PER_S = {Mode.VTS: 2.0, Mode.REAL: 20.0}
