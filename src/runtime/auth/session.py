@@ -13,6 +13,7 @@ from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerRequest, BrokerResponse, BrokerScope
 from runtime.deadline import Deadline
 from runtime.errors import (
+    CallBudgetExhaustedError,
     CallRateLimitedError,
     InvalidRequestError,
     OrderRefusedError,
@@ -142,14 +143,21 @@ class KISRuntime:
         self.close()
 
     def _send(self, request: BrokerRequest, token: AccessToken, deadline: Deadline) -> BrokerResponse:
+        limited: CallRateLimitedError | None = None
         for attempt in range(_RATE_LIMIT_ATTEMPTS):
-            # Raises CallBudgetExhaustedError at once when no slot starts before the deadline.
-            booking = self._budget.acquire(self.scope, deadline)
+            try:
+                # Raises CallBudgetExhaustedError at once when no slot starts before the deadline.
+                booking = self._budget.acquire(self.scope, deadline)
+            except CallBudgetExhaustedError:
+                if limited is not None:
+                    raise limited from None  # KIS's own answer says more than our budget's
+                raise
             try:
                 deadline.left_or_raise()  # the wait for the slot may have used the rest
                 return self._broker.send(request, token, deadline=deadline)
-            except CallRateLimitedError as limited:
-                self._budget.rate_limited(self.scope, limited.retry_after.total_seconds())
+            except CallRateLimitedError as answer:
+                limited = answer
+                self._budget.rate_limited(self.scope, answer.retry_after.total_seconds())
                 if request.method != "GET" or attempt + 1 == _RATE_LIMIT_ATTEMPTS:
                     raise
                 _log.info(
