@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import urllib3
 
     from runtime.auth.session import KISRuntime
+    from runtime.auth.token_cache import TokenCache
 
 __all__ = ["build_call_budget", "build_http", "build_runtime", "build_store"]
 
@@ -55,7 +56,6 @@ def build_runtime(
     ScopeMismatchError when an injected broker serves another (mode, key) than the settings.
     """
     from runtime.auth.session import KISRuntime
-    from runtime.auth.token_cache import TokenCache
 
     clock = clock or SystemClock()
     owned_http = http is None and broker is None
@@ -71,14 +71,7 @@ def build_runtime(
             f"the broker serves {broker.scope} but the settings are for {settings.scope}"
         )
     store = store if store is not None else build_store(settings.token_store, clock=clock)
-    budget = IssuanceBudget(
-        clock,
-        wait=settings.wait_on_rate_limit,
-        # A tokenP killed in flight may be counted by KIS from its answer, not from our send.
-        min_interval=ISSUE_INTERVAL + ISSUE_MARGIN if store.shared else timedelta(0),
-        on_wait=on_wait,
-    )
-    cache = TokenCache(broker, store, clock, margin=settings.refresh_margin, budget=budget)
+    cache = _build_cache(settings, broker, store, clock, on_wait)
     on_close = http.clear if owned_http and http is not None else None
     # The call budget is shared as widely as the tokens: the same store choice.
     call_budget = call_budget or build_call_budget(
@@ -92,6 +85,25 @@ def build_runtime(
         call_budget=call_budget,
         on_close=on_close,
     )
+
+
+def _build_cache(
+    settings: Settings,
+    broker: BrokerAuthPort,
+    store: TokenStorePort,
+    clock: ClockPort,
+    on_wait: WaitHook | None,
+) -> TokenCache:
+    from runtime.auth.token_cache import TokenCache
+
+    budget = IssuanceBudget(
+        clock,
+        wait=settings.wait_on_rate_limit,
+        # A tokenP killed in flight may be counted by KIS from its answer, not from our send.
+        min_interval=ISSUE_INTERVAL + ISSUE_MARGIN if store.shared else timedelta(0),
+        on_wait=on_wait,
+    )
+    return TokenCache(broker, store, clock, margin=settings.refresh_margin, budget=budget)
 
 
 def build_http(ca_bundle: Path | None = None) -> urllib3.PoolManager:
