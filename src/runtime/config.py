@@ -25,6 +25,7 @@ __all__ = [
     "load_store_spec",
     "parse_base_url",
     "parse_store_spec",
+    "parse_ws_url",
 ]
 
 #: Every variable the package reads, for docs and for tests that clear the environment.
@@ -36,16 +37,22 @@ ENV_VARIABLES = (
     "KIS_REAL_APP_SECRET",
     "KIS_VTS_BASE_URL",
     "KIS_REAL_BASE_URL",
+    "KIS_VTS_WS_URL",
+    "KIS_REAL_WS_URL",
     "KIS_CA_BUNDLE",
     "QTS_TOKEN_STORE",
     "QTS_REFRESH_MARGIN_S",
     "QTS_CALL_DEADLINE_S",
     "QTS_WAIT_ON_RATE_LIMIT",
     "QTS_MAX_RPS",
+    "QTS_STREAM_SILENCE_S",
 )
 
 _MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
 _MAX_DEADLINE_S = 600.0
+_MAX_SILENCE_S = 3600.0
+#: The only non-loopback host a WebSocket override may name: KIS's own (KIS_API.md §1).
+_OFFICIAL_WS_HOST = "ops.koreainvestment.com"
 _MAX_RPS = 20.0  # KIS_API.md §11: REAL allows 20 calls per second per key
 
 
@@ -71,6 +78,8 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
     raw_max_rps = env.str("QTS_MAX_RPS", "")  # empty: the mode's default (VTS 2/s, REAL 15/s)
     raw_ca = env.str("KIS_CA_BUNDLE", "")
     raw_urls = {m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode}
+    raw_ws_urls = {m: env.str(f"KIS_{m.value}_WS_URL", "") for m in Mode}
+    silence_s = env.float("QTS_STREAM_SILENCE_S", 60.0)
     raw_keys = {
         m: (env.str(f"KIS_{m.value}_APP_KEY", ""), env.str(f"KIS_{m.value}_APP_SECRET", "")) for m in Mode
     }
@@ -106,6 +115,15 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
         except ValueError as exc:
             problems[url_name] = str(exc)
 
+    ws_url: str | None = None
+    if raw_ws_urls[active]:
+        try:
+            ws_url = parse_ws_url(raw_ws_urls[active])
+        except ValueError as exc:
+            problems[f"KIS_{active.value}_WS_URL"] = str(exc)
+    if "QTS_STREAM_SILENCE_S" not in problems and not 1 <= silence_s <= _MAX_SILENCE_S:
+        problems["QTS_STREAM_SILENCE_S"] = f"must be between 1 and {_MAX_SILENCE_S:g} seconds, got {silence_s:g}"
+
     store = TokenStoreSpec(StoreKind.MEMORY)
     try:
         store = parse_store_spec(raw_store)
@@ -139,6 +157,8 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
         ca_bundle=ca_bundle,
         wait_on_rate_limit=bool(wait_on_rate_limit),
         max_rps=max_rps,
+        ws_url=ws_url,
+        stream_silence_s=silence_s,
     )
 
 
@@ -180,6 +200,30 @@ def parse_base_url(text: str) -> str:
     except ValueError:
         raise ValueError("has an invalid port") from None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def parse_ws_url(text: str) -> str:
+    """Validate a WebSocket URL override: KIS's own host (ws:// or wss://) or a loopback host only.
+
+    The approval key travels in every subscribe message, so a stream may only go to KIS or to a
+    test server on this machine."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError("must be an absolute ws:// URL such as ws://ops.koreainvestment.com:31000")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not carry a query, fragment or user info")
+    if parts.hostname.lower() != _OFFICIAL_WS_HOST and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"only KIS's WebSocket host ({_OFFICIAL_WS_HOST}) or a loopback host (127.0.0.1, ::1, "
+            "localhost) is allowed"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname.lower()
     netloc = host if port is None else f"{host}:{port}"
     return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
 

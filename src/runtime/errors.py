@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 __all__ = [
+    "ApprovalKeyRejectedError",
     "BrokerCallError",
     "BrokerUnavailableError",
     "CallRateLimitedError",
@@ -25,6 +26,10 @@ __all__ = [
     "RateLimitedError",
     "ScopeMismatchError",
     "StaleTokenError",
+    "StreamBreakerOpenError",
+    "StreamFrameError",
+    "StreamSessionHeldError",
+    "SubscriptionLimitError",
     "TLSVerificationError",
     "TokenRejectedError",
     "TokenStoreError",
@@ -167,3 +172,50 @@ class TokenStoreError(QTSError):
     """The token store failed in a way that is not just a cache miss."""
 
     exit_code = 4
+
+
+class ApprovalKeyRejectedError(QTSError):
+    """KIS refused the WebSocket approval key (OPSP0011), even after one fresh reissue."""
+
+    exit_code = 3
+
+
+class SubscriptionLimitError(InvalidRequestError):
+    """More real-time registrations than KIS allows per app key (41) or a TR we never stream
+    (encrypted order notices); refused before anything is sent."""
+
+
+class StreamFrameError(MalformedResponseError):
+    """One real-time frame could not be read (wrong field count, bad header, bad number).
+
+    Logged and counted; the stream goes on. The message names the TR and the counts, never data.
+    """
+
+
+class StreamBreakerOpenError(BrokerUnavailableError):
+    """The WebSocket kept failing to connect or dropping at once: reconnecting stopped so a
+    flapping server never sees a reconnect storm (KIS may block a key and IP that loops)."""
+
+
+class StreamSessionHeldError(QTSError):
+    """KIS allows one WebSocket session per app key and another process or host holds it.
+
+    ``holder_host``/``holder_pid`` name the holder when our shared store knows it (None when
+    KIS itself answered OPSP8996). Exit code 6: not a fault of ours or KIS's; wait for the
+    holder to stop, or subscribe through it.
+    """
+
+    retryable = True
+    exit_code = 6
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        holder_host: str | None = None,
+        holder_pid: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.holder_host = holder_host
+        self.holder_pid = holder_pid

@@ -13,14 +13,18 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from runtime.masking import mask
 
+if TYPE_CHECKING:
+    from runtime.deadline import Deadline
+
 __all__ = [
     "AccessToken",
+    "ApprovalKey",
     "BrokerAuthPort",
     "BrokerRequest",
     "BrokerResponse",
@@ -43,6 +47,11 @@ class Mode(enum.StrEnum):
         """The KIS REST host for this mode (KIS_API.md §1)."""
         return _OFFICIAL_BASE_URLS[self]
 
+    @property
+    def official_ws_url(self) -> str:
+        """The KIS WebSocket host for this mode (KIS_API.md §1): plain ``ws://``, as KIS serves it."""
+        return _OFFICIAL_WS_URLS[self]
+
     @classmethod
     def parse(cls, text: str) -> Mode:
         """``"vts"``/``"REAL"``/... to a Mode; raises ValueError naming the allowed values."""
@@ -55,6 +64,11 @@ class Mode(enum.StrEnum):
 _OFFICIAL_BASE_URLS = {
     Mode.REAL: "https://openapi.koreainvestment.com:9443",
     Mode.VTS: "https://openapivts.koreainvestment.com:29443",
+}
+
+_OFFICIAL_WS_URLS = {
+    Mode.REAL: "ws://ops.koreainvestment.com:21000",
+    Mode.VTS: "ws://ops.koreainvestment.com:31000",
 }
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{12}")
@@ -117,6 +131,37 @@ class AccessToken:
 
     def __str__(self) -> str:
         return f"AccessToken({self.scope}, {self.masked}, expires {self.expires_at.isoformat()})"
+
+
+@attrs.frozen
+class ApprovalKey:
+    """A KIS WebSocket approval key (KIS_API.md §7). The value never shows in repr.
+
+    KIS's answer carries no expiry: ``issued_at`` is when we received it, and the runtime
+    decides its renewal from that (see docs/realtime.md).
+    """
+
+    value: str = attrs.field(repr=False)
+    scope: BrokerScope
+    issued_at: datetime = attrs.field(validator=_check_aware)
+
+    @value.validator
+    def _check_value(self, _attribute: attrs.Attribute[str], value: str) -> None:
+        # The value goes into a JSON header of every subscribe message: printable ASCII only.
+        if not value or len(value) > 512 or not value.isascii() or not value.isprintable() or " " in value:
+            raise ValueError("approval key must be 1-512 printable ASCII characters without spaces")
+
+    @property
+    def masked(self) -> str:
+        """The value in a form safe to print."""
+        return mask(self.value)
+
+    def age(self, now: datetime) -> timedelta:
+        """How long ago the key was issued."""
+        return now - self.issued_at
+
+    def __str__(self) -> str:
+        return f"ApprovalKey({self.scope}, {self.masked}, issued {self.issued_at.isoformat()})"
 
 
 _HTTP_METHODS = frozenset({"GET", "POST"})
@@ -231,6 +276,14 @@ class BrokerAuthPort(Protocol):
         Raises CredentialsRejectedError (WrongModeError for a key of the other mode),
         IssuanceRateLimitedError, BrokerUnavailableError, TLSVerificationError,
         MalformedResponseError (ForeignTokenError for a token of another key).
+        """
+        ...
+
+    def issue_approval_key(self, *, deadline: Deadline) -> ApprovalKey:
+        """Ask the broker for a WebSocket approval key (``/oauth2/Approval``) without keeping it.
+
+        Raises the same errors as :meth:`issue_token`: CredentialsRejectedError (WrongModeError),
+        IssuanceRateLimitedError, BrokerUnavailableError, TLSVerificationError, MalformedResponseError.
         """
         ...
 

@@ -15,10 +15,18 @@ from typing import Any
 
 import urllib3
 
-from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
+from runtime.broker.base import (
+    AccessToken,
+    ApprovalKey,
+    BrokerRequest,
+    BrokerResponse,
+    BrokerScope,
+    Mode,
+)
 from runtime.broker.kis import auth
 from runtime.broker.kis.transport import HttpReply, exchange
 from runtime.clock import ClockPort, SystemClock
+from runtime.deadline import Deadline
 from runtime.errors import BrokerUnavailableError, OrderRefusedError, ScopeMismatchError
 from runtime.masking import mask
 from runtime.settings import AppCredentials
@@ -105,6 +113,14 @@ class KISBrokerAdapter:
         )
         _log.debug("tokenP answered for %s: %s", self._scope, token.masked)
         return token
+
+    def issue_approval_key(self, *, deadline: Deadline) -> ApprovalKey:
+        body = auth.approval_body(self._credentials.app_key, self._credentials.app_secret)
+        left = deadline.left_or_raise("Approval")
+        reply = self._exchange("POST", auth.APPROVAL_PATH, self._auth_headers, left, body=body, idempotent=False)
+        key = auth.parse_approval_reply(reply, scope=self._scope, now=self._clock.now(), scrub=self._scrub)
+        _log.debug("Approval answered for %s: %s", self._scope, key.masked)
+        return key
 
     def revoke_token(self, token: AccessToken, *, timeout_s: float | None = None) -> None:
         self._check_scope(token)
