@@ -27,6 +27,11 @@ def _aware_or_none(_instance: object, attribute: attrs.Attribute[datetime | None
         raise ValueError(f"{attribute.name} must be a timezone-aware datetime or None")
 
 
+def _aware(_instance: object, attribute: attrs.Attribute[datetime], value: object) -> None:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{attribute.name} must be a timezone-aware datetime")
+
+
 @attrs.frozen
 class IssuanceLedger:
     """What the issuance budget remembers per scope: when tokenP last went out from this host,
@@ -42,7 +47,7 @@ class LeaseHolder:
 
     host: str
     pid: int
-    since: datetime = attrs.field(validator=[attrs.validators.instance_of(datetime), _aware_or_none])
+    since: datetime = attrs.field(validator=_aware)
 
     def __str__(self) -> str:
         return f"{self.host} (pid {self.pid})"
