@@ -122,7 +122,9 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
         except ValueError as exc:
             problems[f"KIS_{active.value}_WS_URL"] = str(exc)
     if "QTS_STREAM_SILENCE_S" not in problems and not 1 <= silence_s <= _MAX_SILENCE_S:
-        problems["QTS_STREAM_SILENCE_S"] = f"must be between 1 and {_MAX_SILENCE_S:g} seconds, got {silence_s:g}"
+        problems["QTS_STREAM_SILENCE_S"] = (
+            f"must be between 1 and {_MAX_SILENCE_S:g} seconds, got {silence_s:g}"
+        )
 
     store = TokenStoreSpec(StoreKind.MEMORY)
     try:

@@ -289,7 +289,9 @@ class _RedisLease:
                 continue
             misses = 0
             if not renewed:
-                _log.warning("the stream lease %s was lost (expired or taken); the session must close", self._key)
+                _log.warning(
+                    "the stream lease %s was lost (expired or taken); the session must close", self._key
+                )
                 self._lost = True
                 return
 

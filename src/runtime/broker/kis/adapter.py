@@ -117,7 +117,9 @@ class KISBrokerAdapter:
     def issue_approval_key(self, *, deadline: Deadline) -> ApprovalKey:
         body = auth.approval_body(self._credentials.app_key, self._credentials.app_secret)
         left = deadline.left_or_raise("Approval")
-        reply = self._exchange("POST", auth.APPROVAL_PATH, self._auth_headers, left, body=body, idempotent=False)
+        reply = self._exchange(
+            "POST", auth.APPROVAL_PATH, self._auth_headers, left, body=body, idempotent=False
+        )
         key = auth.parse_approval_reply(reply, scope=self._scope, now=self._clock.now(), scrub=self._scrub)
         _log.debug("Approval answered for %s: %s", self._scope, key.masked)
         return key
