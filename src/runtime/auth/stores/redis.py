@@ -60,7 +60,10 @@ _log = logging.getLogger(__name__)
 _LEDGER_TTL = timedelta(hours=1)
 _APPROVAL_TTL = timedelta(hours=24)  # KIS_API.md §7: "접속키의 유효기간은 24시간"
 # Compare-and-act on the lease: only the nonce that set it may renew or delete it.
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _MIN_TTL = timedelta(seconds=1)
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
