@@ -18,9 +18,15 @@ Quick reference::
         emu.void_tokens()                     # POST /__emulator__/void-tokens
         emu.reset()                           # POST /__emulator__/reset
         emu.set_config(token_error_status=200, max_rps=None)   # POST /__emulator__/config
+        emu.ws_url                            # ws://127.0.0.1:PORT (the real-time quote server)
+        emu.void_approval_keys()              # POST /__emulator__/void-approval-keys
+        emu.drop_streams()                    # POST /__emulator__/stream/drop
+        emu.inject_stream_fault("bad_frame", after_frames=3)  # POST /__emulator__/stream/faults
 
 Fault kinds: html_502, malformed_json, missing_fields, slow (``seconds``), reset,
 error_code (``msg_cd``, optional ``msg1`` and ``status``), empty_body, non_utf8, huge_body.
+Stream fault kinds: drop, bad_frame, silence (``seconds``). The WebSocket server needs the
+``websockets`` package, imported only when the emulator starts.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from .clock import AdvanceableClock, ClockNotAdvanceableError, EmulatorClock, Sh
 from .config import MODE_DEFAULT, EmulatorConfig, Holding, default_holdings, synthetic_holdings
 from .emulator import EmulatorNotRunningError, KISEmulator, run_forever
 from .faults import FAULT_KINDS, FaultKind
+from .realtime import WS_FAULT_KINDS, RealtimeHub
 from .wire import Reply, Request
 
 __all__ = [
@@ -59,6 +66,7 @@ __all__ = [
     "DEMO_VTS_APP_SECRET",
     "FAULT_KINDS",
     "MODE_DEFAULT",
+    "WS_FAULT_KINDS",
     "AdvanceableClock",
     "ClockNotAdvanceableError",
     "EmulatorAccount",
@@ -70,6 +78,7 @@ __all__ = [
     "Holding",
     "KISEmulator",
     "Mode",
+    "RealtimeHub",
     "Reply",
     "Request",
     "ShiftableClock",
