@@ -7,6 +7,7 @@ echoes) and writing frames at the configured pace, as KIS's quote server does on
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -22,6 +23,19 @@ if TYPE_CHECKING:
 _IDLE_POLL_S = 0.2
 
 
+class _NoFrameLogs(logging.LoggerAdapter[logging.Logger]):
+    """No DEBUG frame dumps: client messages carry approval keys, which never reach a log."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+    def debug(self, msg: object, *args: object, **kwargs: object) -> None:
+        return
+
+
+_WS_LOG = _NoFrameLogs(logging.getLogger("kis_emulator.websocket"), {})
+
+
 class RealtimeServer:
     """Serves ``hub`` over WebSocket; ``config`` is read on every loop so admin changes apply."""
 
@@ -35,7 +49,9 @@ class RealtimeServer:
         """Listen on ``host:port`` (0 = a free port); return ``ws://HOST:PORT``."""
         from websockets.sync.server import serve  # only when a stream is served
 
-        server = serve(self._handle, host, port, ping_interval=None, compression=None, max_size=1 << 16)
+        server = serve(
+            self._handle, host, port, ping_interval=None, compression=None, max_size=1 << 16, logger=_WS_LOG
+        )
         thread = threading.Thread(target=server.serve_forever, name="kis-emulator-ws", daemon=True)
         thread.start()
         self._server, self._thread = server, thread

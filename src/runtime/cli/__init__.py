@@ -1,8 +1,10 @@
-"""The ``qts`` command: demo, token, status, quote, revoke, emulator.
+"""The ``qts`` command: demo, token, status, quote, revoke, approval, stream, emulator.
 
-Exit codes: 0 ok; 2 configuration or usage; 3 credentials rejected (a key of the other mode
-included); 4 broker unavailable, malformed answer or failed TLS; 5 rate limited; 1 anything
-else. Errors are one or two plain lines on stderr; a traceback only with ``-v``.
+Exit codes: 0 ok; 2 configuration or usage (more than 41 stream registrations included);
+3 credentials, token or approval key rejected (a key of the other mode included); 4 broker
+unavailable, malformed answer, failed TLS or the stream's breaker open; 5 rate limited;
+6 the app key's one WebSocket session is held by another process or host; 1 anything else.
+Errors are one or two plain lines on stderr; a traceback only with ``-v``.
 Heavy modules are imported inside each command so ``qts --help`` starts fast.
 """
 
@@ -85,6 +87,10 @@ _HINTS = {
     "ForeignTokenError": "The token named another app key; nothing was cached. Report this if it persists.",
     "TokenRejectedError": "Run `qts revoke` and then `qts token` to start with a new token.",
     "StaleTokenError": "KIS keeps handing back a rejected token; run `qts revoke`, then retry.",
+    "StreamSessionHeldError": "KIS allows one WebSocket session per app key: stop the other stream first.",
+    "SubscriptionLimitError": "KIS allows 41 registrations (TR x code) per app key; ask for fewer codes.",
+    "ApprovalKeyRejectedError": "KIS refused even a new approval key; check the app key's real-time access.",
+    "StreamBreakerOpenError": "The WebSocket kept failing; check the network and KIS_<MODE>_WS_URL.",
 }
 
 
@@ -115,6 +121,26 @@ def _lazy(name: str) -> Handler:
 
     run.__name__ = run.__qualname__ = name
     return run
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -152,6 +178,20 @@ def _parser() -> argparse.ArgumentParser:
     quote.add_argument("code", help="6-digit stock code, e.g. 005930")
     quote.add_argument("--market", default="J", choices=["J", "NX", "UN", "W"], help="FID_COND_MRKT_DIV_CODE")
     command("revoke", _lazy("revoke"), "revoke the cached token at KIS and drop it from the store")
+    command(
+        "approval",
+        _lazy("approval"),
+        "get or reuse the WebSocket approval key for the configured mode and show it (masked)",
+    )
+    stream = command(
+        "stream",
+        _lazy("stream"),
+        "read-only real-time trades (and the order book with --depth) over KIS's WebSocket",
+    )
+    stream.add_argument("codes", nargs="+", metavar="CODE", help="6-character stock codes, e.g. 005930")
+    stream.add_argument("--depth", action="store_true", help="also stream the 10-level order book (H0STASP0)")
+    stream.add_argument("--count", type=_positive_int, metavar="N", help="exit 0 after N events in all")
+    stream.add_argument("--seconds", type=_positive_float, metavar="S", help="exit 0 after S seconds")
     emulator = command(
         "emulator", _lazy("emulator"), "run the offline KIS emulator in the foreground until Ctrl-C"
     )

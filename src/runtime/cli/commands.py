@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from runtime.auth.session import KISRuntime
     from runtime.settings import Settings
 
-__all__ = ["demo", "emulator", "quote", "revoke", "status", "token"]
+__all__ = ["approval", "demo", "emulator", "quote", "revoke", "status", "stream", "token"]
 
 PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
 PRICE_TR_ID = "FHKST01010100"
@@ -181,6 +181,98 @@ def revoke(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def approval(args: argparse.Namespace, out: Output) -> int:
+    """``qts approval``: the WebSocket approval key from memory, the store or a new issuance."""
+    from runtime.bootstrap import build_approvals
+    from runtime.broker.base import Mode
+
+    settings = _settings(args)
+    if settings.mode is Mode.REAL:
+        out.real_marker(machine_stdout=False)
+    cache = build_approvals(settings)
+    key = cache.get()
+    source = cache.last_source or "issued"
+    renew_at = cache.renew_at(key)
+    out.line(f"mode          {settings.mode.value} (key {settings.scope.key_fingerprint})")
+    out.line(f"source        {source}")
+    out.line(f"issued        {format_kst(key.issued_at)}")
+    out.line(f"renewed after {format_kst(renew_at)}")
+    out.line(f"approval key  {key.masked}")
+    out.data(
+        {
+            "mode": settings.mode.value,
+            "key_fingerprint": settings.scope.key_fingerprint,
+            "source": source,
+            "approval_key": key.masked,
+            "issued_at": key.issued_at.isoformat(),
+            "renew_at": renew_at.isoformat(),
+            "ws_url": settings.stream_url,
+        }
+    )
+    return 0
+
+
+def stream(args: argparse.Namespace, out: Output) -> int:
+    """``qts stream CODE...``: one line per event; exit 0 after --count events or --seconds."""
+    import time
+
+    from runtime.bootstrap import build_stream
+    from runtime.broker.base import Mode
+    from runtime.broker.realtime import MAX_REGISTRATIONS, registrations_for
+    from runtime.errors import InvalidRequestError, SubscriptionLimitError
+
+    try:
+        registrations = registrations_for(list(args.codes), depth=bool(args.depth))
+    except ValueError:
+        raise InvalidRequestError("stock codes are 6 digits or capital letters, like 005930") from None
+    if len(registrations) > MAX_REGISTRATIONS:
+        raise SubscriptionLimitError(
+            f"{len(registrations)} registrations asked for; KIS allows {MAX_REGISTRATIONS} per app key "
+            "(one per code, two with --depth); nothing was sent"
+        )
+    settings = _settings(args)
+    if settings.mode is Mode.REAL:
+        out.real_marker(machine_stdout=out.as_json)
+    count, seconds = args.count, args.seconds
+    ends = time.monotonic() + seconds if seconds is not None else None
+    shown = 0
+    with build_stream(settings) as session:
+        subscription = session.subscribe(registrations)
+        while count is None or shown < count:
+            left = 0.5 if ends is None else ends - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                event = subscription.get(timeout_s=min(left, 0.5))
+            except StopIteration:
+                break
+            if event is not None:
+                shown += 1
+                out.line(_event_line(event))
+                out.data(event.to_json())
+    return 0
+
+
+def _event_line(event: object) -> str:
+    from runtime.broker.realtime import Trade
+
+    if isinstance(event, Trade):
+        return (
+            f"{_hms(event.time)} {event.code} trade {event.price:>10,} KRW x {event.volume:,}"
+            f"  (day volume {event.accumulated_volume:,})"
+        )
+    from runtime.broker.realtime import OrderBook
+
+    assert isinstance(event, OrderBook)  # noqa: S101 - the stream carries only these two
+    ask = f"{event.asks[0][0]:,} x {event.asks[0][1]:,}" if event.asks else "-"
+    bid = f"{event.bids[0][0]:,} x {event.bids[0][1]:,}" if event.bids else "-"
+    return f"{_hms(event.time)} {event.code} book  ask {ask} | bid {bid}"
+
+
+def _hms(hhmmss: str) -> str:
+    return f"{hhmmss[:2]}:{hhmmss[2:4]}:{hhmmss[4:]}"
+
+
 def emulator(args: argparse.Namespace, out: Output) -> int:
     """``qts emulator``: serve the offline KIS emulator until Ctrl-C."""
     import threading
@@ -202,13 +294,14 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
         account = demo_account(mode)
         if mode == "REAL":
             out.real_marker(machine_stdout=False)
-        out.line(f"KIS emulator ({mode}) listening on {base_url} — Ctrl-C to stop")
+        out.line(f"KIS emulator ({mode}) listening on {base_url} and {server.ws_url} — Ctrl-C to stop")
         out.line("Point QTS Runtime at it with these .env lines (demo credentials, not real ones):")
         out.line(f"KIS_MODE={mode}")
         out.line(f"KIS_{mode}_BASE_URL={base_url}")
+        out.line(f"KIS_{mode}_WS_URL={server.ws_url}")
         out.line(f"KIS_{mode}_APP_KEY={account.app_key}")
         out.line(f"KIS_{mode}_APP_SECRET={account.app_secret}")
-        out.data({"mode": mode, "base_url": base_url})
+        out.data({"mode": mode, "base_url": base_url, "ws_url": server.ws_url})
         threading.Event().wait()
     except KeyboardInterrupt:
         # Ctrl-C at any moment after start, even while the lines above print, is a clean stop.

@@ -160,8 +160,8 @@ class FileTokenStore:
     def acquire_stream_lease(self, scope: BrokerScope, holder: LeaseHolder) -> _FileLease:
         """``flock`` on ``<scope>.stream.lock`` without waiting; the holder's name in the sidecar."""
         self._prepare()
-        base = self._folder / f"{scope.mode.value}-{scope.key_fingerprint}.stream"
-        lock_path, sidecar = base.with_suffix(".lock"), base.with_suffix(".json")
+        base = f"{scope.mode.value}-{scope.key_fingerprint}.stream"
+        lock_path, sidecar = self._folder / f"{base}.lock", self._folder / f"{base}.json"
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(lock_path, flags, 0o600)

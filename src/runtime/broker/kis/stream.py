@@ -33,6 +33,20 @@ _MAX_MESSAGE_BYTES = 1 << 20
 _CLOSE_TIMEOUT_S = 2.0
 
 
+class _NoFrameLogs(logging.LoggerAdapter[logging.Logger]):
+    """websockets logs every frame at DEBUG, subscribe messages (and so the approval key)
+    included; this logger never enables DEBUG, so frames are never formatted at all."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+    def debug(self, msg: object, *args: object, **kwargs: object) -> None:
+        return
+
+
+_WS_LOG = _NoFrameLogs(logging.getLogger("runtime.broker.kis.websocket"), {})
+
+
 class KISRealtimeConnector:
     """Implements ``RealtimeConnectorPort`` for KIS (or the emulator on loopback)."""
 
@@ -65,6 +79,7 @@ class KISRealtimeConnector:
                 max_size=_MAX_MESSAGE_BYTES,
                 compression=None,
                 user_agent_header="qts-runtime",
+                logger=_WS_LOG,
             )
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
             raise BrokerUnavailableError(
