@@ -19,6 +19,7 @@ Quick reference::
         emu.reset()                           # POST /__emulator__/reset
         emu.set_config(token_error_status=200, max_rps=None)   # POST /__emulator__/config
         emu.ws_url                            # ws://127.0.0.1:PORT (the real-time quote server)
+        emu.stream_counters()                 # GET  /__emulator__/stream
         emu.void_approval_keys()              # POST /__emulator__/void-approval-keys
         emu.drop_streams()                    # POST /__emulator__/stream/drop
         emu.inject_stream_fault("bad_frame", after_frames=3)  # POST /__emulator__/stream/faults

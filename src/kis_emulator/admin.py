@@ -124,6 +124,11 @@ def _void_approval_keys(app: EmulatorApp, request: Request) -> object:
     return {"voided": app.realtime.void_approval_keys()}
 
 
+def _stream_counters(app: EmulatorApp, request: Request) -> object:
+    del request
+    return app.stream_counters()
+
+
 def _stream_drop(app: EmulatorApp, request: Request) -> object:
     del request
     return {"dropped": app.realtime.drop_all()}
@@ -174,6 +179,7 @@ _ROUTES: Final[dict[str, tuple[frozenset[str], _Handler]]] = {
     "faults": (frozenset({"GET", "POST"}), _faults),
     "void-tokens": (frozenset({"POST"}), _void_tokens),
     "void-approval-keys": (frozenset({"POST"}), _void_approval_keys),
+    "stream": (frozenset({"GET"}), _stream_counters),
     "stream/drop": (frozenset({"POST"}), _stream_drop),
     "stream/faults": (frozenset({"POST"}), _stream_faults),
     "reset": (frozenset({"POST"}), _reset),

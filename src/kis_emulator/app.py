@@ -234,9 +234,13 @@ class EmulatorApp:
                 "orders_attempted": len(self._orders),
                 "calls_ok": self._calls_ok,
                 "faults_applied": self._faults_applied,
-                "approval_requests": self._approval_requests,
-                "stream": self.realtime.counters(),
             }
+
+    def stream_counters(self) -> dict[str, Any]:
+        """The WebSocket side's counters, with the number of ``/oauth2/Approval`` requests."""
+        with self._lock:
+            requests = self._approval_requests
+        return {"approval_requests": requests, **self.realtime.counters()}
 
     def orders(self) -> list[dict[str, str]]:
         """Every order attempt so far (path, method, tr_id, time); secrets are never recorded."""

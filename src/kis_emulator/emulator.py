@@ -188,6 +188,12 @@ class KISEmulator:
         """Invalidate every valid token (nightly maintenance); return how many."""
         return self._app.void_tokens()
 
+    def stream_counters(self) -> dict[str, Any]:
+        """``approval_requests``, ``approval_keys_issued``, ``ws_connections``, ``ws_subscribes``,
+        ``ws_frames_sent``, ``ws_records_sent``, ``ws_drops``, ``ws_sessions_refused``,
+        ``ws_pingpong_sent``/``_echoed``, ``ws_errors_by_code`` (OPSP codes), ``ws_open_sessions``."""
+        return self._app.stream_counters()
+
     def void_approval_keys(self) -> int:
         """Forget every WebSocket approval key (subscribes then get OPSP0011); return how many."""
         return self._app.realtime.void_approval_keys()
