@@ -36,10 +36,12 @@ def test_memory_then_store_then_issue(clock: FakeClock) -> None:
     first = cache_on(broker, store, clock)
     key = first.get()
     assert first.last_source == ApprovalSource.ISSUED
-    assert first.get() is key and first.last_source == ApprovalSource.MEMORY
+    assert first.get() is key
+    assert first.last_source == ApprovalSource.MEMORY
     assert store.load_approval(broker.scope) == key
     second = cache_on(broker, store, clock)  # another process on the same store
-    assert second.get() == key and second.last_source == ApprovalSource.STORE
+    assert second.get() == key
+    assert second.last_source == ApprovalSource.STORE
     assert len(broker.approvals) == 1
 
 
@@ -52,7 +54,8 @@ def test_the_key_is_renewed_before_24_hours_less_the_margin(clock: FakeClock) ->
     assert cache.get() is key
     clock.advance(1)
     renewed = cache.get()
-    assert renewed != key and cache.last_source == ApprovalSource.ISSUED
+    assert renewed != key
+    assert cache.last_source == ApprovalSource.ISSUED
 
 
 def test_a_rejected_key_is_forgotten_here_and_in_the_store_and_not_reused(clock: FakeClock) -> None:
@@ -62,7 +65,8 @@ def test_a_rejected_key_is_forgotten_here_and_in_the_store_and_not_reused(clock:
     cache.invalidate(key)
     assert store.load_approval(broker.scope) is None
     fresh = cache.get()
-    assert fresh != key and len(broker.approvals) == 2
+    assert fresh != key
+    assert len(broker.approvals) == 2
 
 
 def test_invalidate_leaves_a_newer_key_of_another_process_in_the_store(clock: FakeClock) -> None:
@@ -92,7 +96,8 @@ def test_threads_arriving_together_cause_one_issuance(clock: FakeClock) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(broker.approvals) == 1 and len(set(keys)) == 1
+    assert len(broker.approvals) == 1
+    assert len(set(keys)) == 1
 
 
 def test_a_timed_out_wait_for_another_issuance_is_retryable(clock: FakeClock) -> None:

@@ -31,7 +31,7 @@ from runtime.masking import fingerprint
 SCOPE = BrokerScope(Mode.VTS, fingerprint("PSwire"))
 
 # A value KIS could send in a field we do not interpret: anything without the separators.
-free_text = st.text(st.characters(blacklist_characters="^|", blacklist_categories=("Cs",)), max_size=12)
+free_text = st.text(st.characters(exclude_characters="^|", exclude_categories=["Cs"]), max_size=12)
 codes = st.from_regex(r"[0-9A-Z]{6}", fullmatch=True)
 times = st.from_regex(r"[0-2][0-9][0-5][0-9][0-5][0-9]", fullmatch=True)
 ints = st.integers(min_value=-(10**12), max_value=10**12)
@@ -72,7 +72,8 @@ def test_the_field_lists_are_kis_s_46_and_59_names_without_repeats() -> None:
     assert len(TRADE_FIELDS) == 46 == len(set(TRADE_FIELDS))
     assert len(DEPTH_FIELDS) == 59 == len(set(DEPTH_FIELDS))
     assert TRADE_FIELDS[12] == "CNTG_VOL"  # this trade's quantity, not the day's (index 13)
-    assert DEPTH_FIELDS[3] == "ASKP1" and DEPTH_FIELDS[58] == "STCK_DEAL_CLS_CODE"
+    assert DEPTH_FIELDS[3] == "ASKP1"
+    assert DEPTH_FIELDS[58] == "STCK_DEAL_CLS_CODE"
 
 
 @settings(max_examples=150)
@@ -197,4 +198,5 @@ def test_the_registration_message_is_kis_s_shape_with_secretless_repr() -> None:
     }
     release = json.loads(registration_message(Registration(DEPTH_TR, "005930"), key, subscribe=False))
     assert release["header"]["tr_type"] == "2"
-    assert key.value not in repr(key) and key.value not in str(key)
+    assert key.value not in repr(key)
+    assert key.value not in str(key)
