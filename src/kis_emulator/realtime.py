@@ -188,6 +188,7 @@ class RealtimeHub:
             if registration not in session.registrations:
                 return Reaction([self._ack("OPSP0003", tr_id, tr_key)])
             del session.registrations[registration]
+            self.counts["ws_unsubscribes"] += 1
             return Reaction([self._ack("OPSP0001", tr_id, tr_key)])
         if registration in session.registrations:
             return Reaction([self._ack("OPSP0002", tr_id, tr_key)])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -68,31 +67,36 @@ class KISRealtimeConnector:
 
     def connect(self, *, deadline: Deadline) -> KISRealtimeConnection:
         left = deadline.left_or_raise("WebSocket connect")
+        stack = contextlib.ExitStack()
         try:
             # KIS keeps sessions alive with its own PINGPONG; the official samples switch the
-            # library's WS-level ping off (KIS_API.md §7.1), and so do we.
-            ws = connect(
-                self._url,
-                open_timeout=left,
-                close_timeout=_CLOSE_TIMEOUT_S,
-                ping_interval=None,
-                max_size=_MAX_MESSAGE_BYTES,
-                compression=None,
-                user_agent_header="qts-runtime",
-                logger=_WS_LOG,
+            # library's WS-level ping off (KIS_API.md §7.1), and so do we. Entered as a context
+            # (websockets 17 deprecates bare connections); the connection object exits it.
+            ws = stack.enter_context(
+                connect(
+                    self._url,
+                    open_timeout=left,
+                    close_timeout=_CLOSE_TIMEOUT_S,
+                    ping_interval=None,
+                    max_size=_MAX_MESSAGE_BYTES,
+                    compression=None,
+                    user_agent_header="qts-runtime",
+                    logger=_WS_LOG,
+                )
             )
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
             raise BrokerUnavailableError(
                 f"cannot open the WebSocket to {self._url}: {type(exc).__name__}", request_sent=False
             ) from None
-        return KISRealtimeConnection(ws, self._url)
+        return KISRealtimeConnection(ws, self._url, stack)
 
 
 class KISRealtimeConnection:
     """Implements ``RealtimeConnectionPort``: send from any thread, receive from one."""
 
-    def __init__(self, ws: ClientConnection, url: str) -> None:
+    def __init__(self, ws: ClientConnection, url: str, stack: contextlib.ExitStack | None = None) -> None:
         self._ws = ws
+        self._stack = stack or contextlib.ExitStack()
         self._url = url
         self._closed = threading.Event()
 
@@ -120,15 +124,9 @@ class KISRealtimeConnection:
         self._closed.set()
         try:
             self._ws.close()
+            self._stack.close()
         except (OSError, websockets.exceptions.WebSocketException) as exc:  # pragma: no cover - best effort
             _log.debug("closing the WebSocket failed: %s", type(exc).__name__)
-
-    def abort(self) -> None:
-        """Cut the TCP connection at once (tests and the breaker's last resort)."""
-        self._closed.set()
-        with contextlib.suppress(OSError):
-            self._ws.socket.shutdown(socket.SHUT_RDWR)
-        self._ws.close_socket()
 
     def _send(self, text: str) -> None:
         try:
