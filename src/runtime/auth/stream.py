@@ -339,8 +339,8 @@ class RealtimeSession:
                 in_use += 1
                 if in_use >= _IN_USE_TRIES:
                     raise StreamSessionHeldError(
-                        "KIS answered OPSP8996 ALREADY IN USE appkey: another session of this app key is "
-                        "open somewhere that does not share this store; stop it first",
+                        "stream session held by another process or host that does not share this store "
+                        "(KIS answered OPSP8996 ALREADY IN USE appkey); stop it first",
                         code="OPSP8996",
                     )
             self._breaker = (
@@ -379,7 +379,9 @@ class RealtimeSession:
         try:
             while not self._stop.is_set():
                 if self._lease is not None and self._lease.lost:
-                    raise StreamSessionHeldError("the stream lease was lost (store unreachable or taken)")
+                    raise StreamSessionHeldError(
+                        "stream session held by someone else now: the stream lease was lost (store unreachable)"
+                    )
                 self._sync(connection, approval, registered)
                 messages = connection.receive(_POLL_S)
                 now = self._clock.monotonic()

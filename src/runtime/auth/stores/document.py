@@ -211,8 +211,8 @@ def session_held_error(scope: BrokerScope, holder: LeaseHolder | None) -> Stream
     """The typed refusal a second process gets: it names the holder, it never kicks it."""
     who = str(holder) if holder is not None else "another process (holder unknown)"
     return StreamSessionHeldError(
-        f"the real-time session of {scope} is held by {who}: KIS allows one WebSocket session per "
-        "app key; stop that stream or subscribe through it",
+        f"stream session held by {who} for {scope}: KIS allows one WebSocket session per app key; "
+        "stop that stream or subscribe through it",
         holder_host=holder.host if holder else None,
         holder_pid=holder.pid if holder else None,
     )
