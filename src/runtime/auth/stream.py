@@ -380,7 +380,7 @@ class RealtimeSession:
             while not self._stop.is_set():
                 if self._lease is not None and self._lease.lost:
                     raise StreamSessionHeldError(
-                        "stream session held by someone else now: the stream lease was lost (store unreachable)"
+                        "stream session held by someone else now: the lease was lost (store unreachable)"
                     )
                 self._sync(connection, approval, registered)
                 messages = connection.receive(_POLL_S)
