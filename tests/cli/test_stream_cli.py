@@ -28,7 +28,7 @@ def stream_env(qts: QTS, emulator: KISEmulator, account: EmulatorAccount, **extr
 
 
 def check_trade_line(line: str) -> dict[str, Any]:
-    event = json.loads(line)
+    event: dict[str, Any] = json.loads(line)
     assert event["tr_id"] == "H0STCNT0"
     assert event["code"] == "005930"
     assert re.fullmatch(r"[0-2]\d[0-5]\d[0-5]\d", event["time"])
