@@ -254,6 +254,7 @@ class _RedisLease:
     def __init__(self, client: redis.Redis, key: str, value: bytes, holder: LeaseHolder, ttl_ms: int) -> None:
         self._client, self._key, self._value, self._holder, self._ttl_ms = client, key, value, holder, ttl_ms
         self._stop = threading.Event()
+        self._released = False
         self._lost = False
         self._thread = threading.Thread(target=self._renew, name="qts-stream-lease", daemon=True)
 
@@ -269,8 +270,9 @@ class _RedisLease:
         self._thread.start()
 
     def release(self) -> None:
-        if self._stop.is_set():
+        if self._released:
             return
+        self._released = True
         self._stop.set()
         self._thread.join(timeout=5)
         try:
