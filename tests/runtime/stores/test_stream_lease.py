@@ -84,7 +84,7 @@ def test_a_redis_lease_is_renewed_while_held_and_expires_once_its_holder_goes_si
     with pytest.raises(StreamSessionHeldError, match=r"held by parent-host \(pid 1\)"):
         host_b.acquire_stream_lease(SCOPE, me(2))
     assert not lease.lost
-    lease._stop.set()  # type: ignore[attr-defined]  # the holder dies: nobody renews
+    lease._stop.set()  # the holder dies: nobody renews
     deadline = time.monotonic() + 10
     while True:
         try:
