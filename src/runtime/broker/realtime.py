@@ -63,14 +63,14 @@ class Registration:
     code: str = attrs.field()
 
     @tr_id.validator
-    def _check_tr_id(self, _attribute: attrs.Attribute[str], value: str) -> None:
-        if value not in STREAMABLE_TRS:
-            raise ValueError(f"tr_id must be one of {sorted(STREAMABLE_TRS)}, got {value[:16]!r}")
+    def _check_tr_id(self, _attribute: attrs.Attribute[str], given: str) -> None:
+        if given not in STREAMABLE_TRS:
+            raise ValueError(f"tr_id must be one of {sorted(STREAMABLE_TRS)}, got {given[:16]!r}")
 
     @code.validator
-    def _check_code(self, _attribute: attrs.Attribute[str], value: str) -> None:
-        if not _CODE.fullmatch(value):
-            raise ValueError(f"code must be 6 digits or capital letters like 005930, got {value[:16]!r}")
+    def _check_code(self, _attribute: attrs.Attribute[str], given: str) -> None:
+        if not _CODE.fullmatch(given):
+            raise ValueError(f"code must be 6 digits or capital letters like 005930, got {given[:16]!r}")
 
     def __str__(self) -> str:
         return f"{self.tr_id}:{self.code}"

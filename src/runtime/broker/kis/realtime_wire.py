@@ -172,8 +172,8 @@ def _control_frame(text: str) -> StreamMessage:
     return Ack(tr_id=tr_id, code=_text(header.get("tr_key")), msg_cd=msg_cd, msg1=_text(body.get("msg1")))
 
 
-def _text(value: object) -> str:
-    return value[:_TEXT_CHARS] if isinstance(value, str) else ""
+def _text(raw: object) -> str:
+    return raw[:_TEXT_CHARS] if isinstance(raw, str) else ""
 
 
 def _tr_id_of(text: str) -> str:
@@ -182,11 +182,11 @@ def _tr_id_of(text: str) -> str:
 
 
 def _int(fields: Mapping[str, str], name: str) -> int:
-    value = fields[name]
-    body = value[1:] if value[:1] in "+-" else value
-    if not (body.isdigit() and body.isascii() and len(body) <= 18):
+    text = fields[name]
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isdigit() and digits.isascii() and len(digits) <= 18):
         raise StreamFrameError(f"field {name} is not an integer")
-    return int(value)
+    return int(text)
 
 
 def _code(fields: Mapping[str, str]) -> str:
