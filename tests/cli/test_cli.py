@@ -43,7 +43,18 @@ from tests.cli.conftest import (
     Result,
 )
 
-DEMO_STEPS = ["mode", "issue", "cache", "quote", "expiry", "reissue", "retry", "revoke", "summary"]
+DEMO_STEPS = [
+    "mode",
+    "issue",
+    "cache",
+    "quote",
+    "expiry",
+    "reissue",
+    "retry",
+    "revoke",
+    "stream",
+    "summary",
+]
 MASKED = re.compile(r"^\S{4}…\S{4}\(\d+ chars\)$")
 
 

@@ -7,9 +7,13 @@ as KIS's clock and ours would be.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
+
+import attrs
 
 from runtime.cli.output import Output, format_kst
 
@@ -22,10 +26,12 @@ _DAY_AND_A_MINUTE = 24 * 3600 + 60
 
 
 def run_demo(out: Output, *, mode: str = "VTS") -> int:
-    """Walk mode branch → issue → cache hit → quote → expiry → reissue → reject → retry → revoke."""
+    """Walk mode branch → issue → cache hit → quote → expiry → reissue → reject → retry → revoke
+    → real-time stream through a dropped socket and a voided approval key."""
     from kis_emulator import KISEmulator, demo_account
-    from runtime.bootstrap import build_runtime
+    from runtime.bootstrap import build_runtime, build_stream
     from runtime.broker.base import Mode
+    from runtime.broker.realtime import registrations_for
     from runtime.clock import OffsetClock
     from runtime.settings import AppCredentials, Settings
 
@@ -127,6 +133,27 @@ def run_demo(out: Output, *, mode: str = "VTS") -> int:
                 kis.revoke,
                 lambda t: f"POST /oauth2/revokeP → {t.masked if t else 'nothing'} voided and dropped",
             )
+
+        def stream() -> tuple[int, str, int]:
+            emulator.set_config(ws_tick_interval=0.01)
+            live = attrs.evolve(settings, ws_url=emulator.ws_url)
+            with _quiet("runtime.auth.stream"), build_stream(live, clock=clock) as session:
+                subscription = session.subscribe(registrations_for(["005930"]))
+                events = [_next_event(subscription) for _ in range(5)]
+                key = session.approvals.peek()
+                emulator.void_approval_keys()
+                emulator.drop_streams()
+                events += [_next_event(subscription) for _ in range(5)]
+                return len(events), key.masked if key else "?", session.stats.approval_reissues
+
+        streamed = step(
+            "stream",
+            stream,
+            lambda r: (
+                f"WebSocket {emulator.ws_url}: Approval {r[1]}, 005930 trades → socket dropped, key "
+                f"voided → OPSP0011, reissued {r[2]}×, resubscribed → {r[0]} events"
+            ),
+        )
         counters = emulator.counters()
 
     errors = counters.get("errors_by_code", {})
@@ -136,6 +163,8 @@ def run_demo(out: Output, *, mode: str = "VTS") -> int:
         and errors.get("EGW00121") == 1
         and not errors.get("EGW00133")
         and len(tokens) == 3
+        and streamed[0] == 10
+        and streamed[2] == 1
     )
     total_ms = (time.perf_counter() - started) * 1000
     out.line(
@@ -153,3 +182,29 @@ def run_demo(out: Output, *, mode: str = "VTS") -> int:
         }
     )
     return 0 if ok else 1
+
+
+def _next_event(subscription: object) -> object:
+    """The next stream event, within 10 s (the demo must never hang)."""
+    from runtime.auth.stream import Subscription
+    from runtime.errors import BrokerUnavailableError
+
+    assert isinstance(subscription, Subscription)  # noqa: S101 - the demo's own wiring
+    event = subscription.get(timeout_s=10.0)
+    if event is None:
+        raise BrokerUnavailableError("the emulator's stream sent nothing for 10 s")
+    return event
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """The drop and the rejected key are staged: their warnings would only clutter the narration."""
+    logger = logging.getLogger(name)
+    handler = logging.NullHandler()
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.propagate = propagate
+        logger.removeHandler(handler)
