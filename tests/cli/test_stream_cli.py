@@ -264,3 +264,14 @@ def test_rejected_credentials_exit_3_without_a_stream(
     result = qts.run("stream", "005930", "--count", "1", env=env)
     assert result.returncode == 3, result
     assert emulator.stream_counters().get("ws_subscribes", 0) == 0
+
+
+def test_processes_asking_together_share_one_approval_issuance(
+    qts: QTS, emulators: Emulators, vts_account: EmulatorAccount
+) -> None:
+    emulator = emulators.start("VTS")
+    env = stream_env(qts, emulator, vts_account)
+    runs = qts.run_all(*[(("approval", "--json"), env) for _ in range(4)])
+    assert [r.returncode for r in runs] == [0] * 4, runs
+    assert sorted(json.loads(r.stdout)["source"] for r in runs) == ["issued", "store", "store", "store"]
+    assert emulator.stream_counters()["approval_requests"] == 1
