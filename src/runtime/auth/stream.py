@@ -43,6 +43,7 @@ from runtime.deadline import Deadline
 from runtime.errors import (
     ApprovalKeyRejectedError,
     BrokerUnavailableError,
+    InvalidRequestError,
     QTSError,
     StreamBreakerOpenError,
     StreamSessionHeldError,
@@ -219,6 +220,8 @@ class RealtimeSession:
         with self._lock:
             if self._fatal is not None:
                 raise self._fatal
+            if self._stop.is_set():
+                raise InvalidRequestError("this stream session is closed; build a new one")
             total = set(self._wanted) | set(wanted)
             if len(total) > MAX_REGISTRATIONS:
                 raise SubscriptionLimitError(
@@ -405,7 +408,8 @@ class RealtimeSession:
     def _sync(
         self, connection: RealtimeConnectionPort, approval: ApprovalKey, registered: set[Registration]
     ) -> None:
-        wanted = set(self._wanted)
+        with self._lock:
+            wanted = set(self._wanted)
         for reg in sorted(wanted - registered):
             connection.register(reg, approval, subscribe=True)
             registered.add(reg)

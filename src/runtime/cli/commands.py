@@ -233,6 +233,8 @@ def stream(args: argparse.Namespace, out: Output) -> int:
     settings = _settings(args)
     if settings.mode is Mode.REAL:
         out.real_marker(machine_stdout=out.as_json)
+    # SIGTERM ends the stream like Ctrl-C: registrations released, socket closed, lease given up.
+    signal.signal(signal.SIGTERM, _interrupt)
     count, seconds = args.count, args.seconds
     ends = time.monotonic() + seconds if seconds is not None else None
     shown = 0

@@ -263,3 +263,23 @@ def test_the_breaker_stops_reconnecting_to_a_flapping_server(
     assert gaps[0] < 2.0  # first retry within 1 s (+ slack)
     assert gaps[1] >= 1.0  # then backing off
     assert time.monotonic() - started < 30
+
+
+def test_closing_ends_every_subscription_releases_the_lease_and_refuses_new_ones(
+    rig: StreamRig, tmp_path: Path
+) -> None:
+    from runtime.errors import InvalidRequestError
+
+    store = FileTokenStore(tmp_path / "qts")
+    session = rig.session(store=store)
+    subscription = session.subscribe([SAMSUNG])
+    take(subscription, 3)
+    session.close()
+    with pytest.raises(StopIteration):
+        while True:
+            subscription.get(timeout_s=1)
+    with pytest.raises(InvalidRequestError):
+        session.subscribe([SAMSUNG])
+    wait_for(lambda: rig.emulator.stream_counters()["ws_open_sessions"] == 0, what="the socket closed")
+    successor = rig.session(store=store)  # the lease is free again
+    assert take(successor.subscribe([SAMSUNG]), 3)
