@@ -19,3 +19,11 @@ def rig() -> Iterator[StreamRig]:
             yield built
         finally:
             built.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tests.runtime.stores.redis_server import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url

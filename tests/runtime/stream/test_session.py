@@ -284,3 +284,30 @@ def test_closing_ends_every_subscription_releases_the_lease_and_refuses_new_ones
     wait_for(lambda: rig.emulator.stream_counters()["ws_open_sessions"] == 0, what="the socket closed")
     successor = rig.session(store=store)  # the lease is free again
     assert take(successor.subscribe([SAMSUNG]), 3)
+
+
+def test_a_redis_lease_shares_the_session_across_hosts_and_a_lost_lease_stops_the_stream(
+    rig: StreamRig, redis_url: str
+) -> None:
+    import redis
+
+    from runtime.auth.stores.redis import RedisTokenStore
+
+    prefix = f"stream-{os.getpid()}-{time.monotonic_ns()}"
+
+    def host() -> RedisTokenStore:
+        return RedisTokenStore.from_url(redis_url, SystemClock(), prefix=prefix, stream_lease_s=0.6)
+
+    holder = rig.session(store=host())
+    streaming = holder.subscribe([SAMSUNG])
+    take(streaming, 5)
+    with pytest.raises(StreamSessionHeldError, match=r"held by \S+ \(pid \d+\)"):
+        rig.session(store=host()).subscribe([SAMSUNG])  # another "host" on the same Redis
+    assert rig.emulator.stream_counters()["approval_keys_issued"] == 1  # the refused host asked nothing
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(*client.keys(f"{prefix}:stream:*"))  # the lease vanishes (an operator, a failover)
+    finally:
+        client.close()
+    with pytest.raises(StreamSessionHeldError, match="lease was lost"):
+        take(streaming, 10_000, within_s=20)
