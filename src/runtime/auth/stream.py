@@ -357,8 +357,10 @@ class RealtimeSession:
 
     def _one_connection(self) -> tuple[str, float | None]:
         """Connect, serve until the connection ends; the outcome and when it connected (if it did)."""
-        approval = self._approvals.get()
         try:
+            # An Approval that cannot reach KIS is a failed connect like any other (backoff,
+            # breaker); a refused key pair is not, and ends the stream with its typed error.
+            approval = self._approvals.get()
             connection = self._connector.connect(
                 deadline=Deadline.after(self._clock, self._connect_timeout_s)
             )

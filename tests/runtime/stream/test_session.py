@@ -311,3 +311,13 @@ def test_a_redis_lease_shares_the_session_across_hosts_and_a_lost_lease_stops_th
         client.close()
     with pytest.raises(StreamSessionHeldError, match="lease was lost"):
         take(streaming, 10_000, within_s=20)
+
+
+def test_an_approval_request_that_fails_on_the_network_is_retried_like_a_failed_connect(
+    rig: StreamRig,
+) -> None:
+    rig.emulator.inject_fault("html_502", count=1, path="/oauth2/Approval")
+    session = rig.session()
+    assert take(session.subscribe([SAMSUNG]), 5)
+    assert rig.emulator.stream_counters()["approval_requests"] == 2
+    assert session.stats.connects == 1
