@@ -34,12 +34,11 @@ from runtime.auth.reconnect import Breaker
 from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.stream import RealtimeSession
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.broker.kis.stream import KISRealtimeConnector
 from runtime.broker.realtime import TRADE_TR, Registration
 from runtime.clock import FakeClock, SystemClock
-from runtime.settings import AppCredentials
 
 sys.path.insert(0, str(REPO))
 from tests.support.fakes import FakeBroker

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from contracts.support import redis_server
 from runtime.auth.ports import (
     IssuanceLedger,
     LeaseHolder,
@@ -19,7 +20,6 @@ from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope, Mode
 from runtime.clock import FakeClock
 from runtime.errors import ScopeMismatchError, StreamSessionHeldError
 from runtime.masking import fingerprint
-from tests.runtime.stores.redis_server import redis_server
 
 
 def _file_store(request: pytest.FixtureRequest) -> TokenStorePort:

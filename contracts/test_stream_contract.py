@@ -17,7 +17,7 @@ import pytest
 import urllib3
 
 from kis_emulator import EmulatorConfig, KISEmulator, demo_account
-from runtime.broker.base import ApprovalKey, Mode
+from runtime.broker.base import AppCredentials, ApprovalKey, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.broker.kis.stream import KISRealtimeConnector
 from runtime.broker.realtime import (
@@ -37,7 +37,6 @@ from runtime.broker.realtime import (
 from runtime.clock import SystemClock
 from runtime.deadline import Deadline
 from runtime.errors import BrokerUnavailableError
-from runtime.settings import AppCredentials
 
 SAMSUNG = Registration(TRADE_TR, "005930")
 SAMSUNG_BOOK = Registration(DEPTH_TR, "005930")

@@ -27,11 +27,11 @@ from typing import Any, Protocol
 import attrs
 import pytest
 
-from kis_emulator import EmulatorConfig, KISEmulator
+from kis_emulator import KISEmulator
 from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.bootstrap import build_runtime
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.errors import (
     BrokerUnavailableError,
     CallRateLimitedError,
@@ -40,15 +40,12 @@ from runtime.errors import (
     QTSError,
     WrongModeError,
 )
-from runtime.settings import AppCredentials, Settings
-from tests.hostile.support import (
+from runtime.settings import Settings
+from tests.support.emulator import running_emulator
+from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, REVOKE_PATH, TOKEN_PATH, jwt
+from tests.support.scripted_kis import (
     APP_KEY,
     APP_SECRET,
-    PRICE_PARAMS,
-    PRICE_PATH,
-    PRICE_TR_ID,
-    REVOKE_PATH,
-    TOKEN_PATH,
     BacklogFullServer,
     Canned,
     ScriptedKIS,
@@ -58,7 +55,6 @@ from tests.hostile.support import (
     fresh_token,
     run_cli,
 )
-from tests.support.kis import jwt
 
 DEADLINE_S = 2.0
 #: ``qts`` gets QTS_CALL_DEADLINE_S=1: the same rule, half the wall time for the stalling rows.
@@ -294,7 +290,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[KISEmulator]:
     """One emulator for the module (stopping one costs up to half a second); reset per row."""
-    with KISEmulator("VTS", config=EmulatorConfig(max_rps=None, token_request_interval=0)) as emu:
+    with running_emulator("VTS", max_rps=None, token_request_interval=0) as emu:
         yield emu
 
 

@@ -15,12 +15,11 @@ from runtime.auth.ports import TokenStorePort
 from runtime.auth.reconnect import Breaker
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.stream import RealtimeSession, Subscription
-from runtime.broker.base import BrokerAuthPort, Mode
+from runtime.broker.base import AppCredentials, BrokerAuthPort, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.broker.kis.stream import KISRealtimeConnector
 from runtime.broker.realtime import StreamEvent
 from runtime.clock import SystemClock
-from runtime.settings import AppCredentials
 
 #: How long a test waits for events before failing (a busy 2-core machine).
 WAIT_S = 20.0
@@ -42,7 +41,6 @@ class StreamRig:
             self.http,
             base_url=self.emulator.base_url,
             clock=SystemClock(),
-            timeout_s=10,
         )
 
     def session(

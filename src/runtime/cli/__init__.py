@@ -150,6 +150,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"qts: {message}\n     run `{self.prog} --help` for usage\n")
 
 
+def _realtime_commands(command: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
+    """``qts approval`` and ``qts stream``."""
+    command(
+        "approval",
+        _lazy("approval"),
+        "get or reuse the WebSocket approval key for the configured mode and show it (masked)",
+    )
+    stream = command(
+        "stream",
+        _lazy("stream"),
+        "read-only real-time trades (and the order book with --depth) over KIS's WebSocket",
+    )
+    stream.add_argument("codes", nargs="+", metavar="CODE", help="6-character stock codes, e.g. 005930")
+    stream.add_argument("--depth", action="store_true", help="also stream the 10-level order book (H0STASP0)")
+    stream.add_argument("--count", type=_positive_int, metavar="N", help="exit 0 after N events in all")
+    stream.add_argument("--seconds", type=_positive_float, metavar="S", help="exit 0 after S seconds")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="qts",
@@ -178,20 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     quote.add_argument("code", help="6-digit stock code, e.g. 005930")
     quote.add_argument("--market", default="J", choices=["J", "NX", "UN", "W"], help="FID_COND_MRKT_DIV_CODE")
     command("revoke", _lazy("revoke"), "revoke the cached token at KIS and drop it from the store")
-    command(
-        "approval",
-        _lazy("approval"),
-        "get or reuse the WebSocket approval key for the configured mode and show it (masked)",
-    )
-    stream = command(
-        "stream",
-        _lazy("stream"),
-        "read-only real-time trades (and the order book with --depth) over KIS's WebSocket",
-    )
-    stream.add_argument("codes", nargs="+", metavar="CODE", help="6-character stock codes, e.g. 005930")
-    stream.add_argument("--depth", action="store_true", help="also stream the 10-level order book (H0STASP0)")
-    stream.add_argument("--count", type=_positive_int, metavar="N", help="exit 0 after N events in all")
-    stream.add_argument("--seconds", type=_positive_float, metavar="S", help="exit 0 after S seconds")
+    _realtime_commands(command)
     emulator = command(
         "emulator", _lazy("emulator"), "run the offline KIS emulator in the foreground until Ctrl-C"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -77,7 +76,7 @@ def token(args: argparse.Namespace, out: Output) -> int:
     with _runtime(args, out, machine_stdout=reveal, settings=settings) as kis:
         # The budget's wait (at most MAX_WAIT) comes on top of the call deadline here; a quote
         # keeps its deadline and gets exit 5 at once instead.
-        access = kis.cache.get(timeout_s=settings.call_deadline_s, budget_wait_s=MAX_WAIT.total_seconds())
+        access = kis.access_token(budget_wait_s=MAX_WAIT.total_seconds())
         if reveal:
             out.raw(access.value)
             return 0
@@ -280,11 +279,10 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
     import threading
 
     from kis_emulator import KISEmulator, demo_account
+    from runtime.config import load_mode
     from runtime.errors import ConfigError
 
-    mode = str(getattr(args, "mode", None) or os.environ.get("KIS_MODE") or "VTS").strip().upper()
-    if mode not in ("VTS", "REAL"):
-        raise ConfigError(f"KIS_MODE: {mode!r} is not allowed; use VTS or REAL")
+    mode = load_mode(_env_file(args), mode=getattr(args, "mode", None)).value
     # A service manager stops us with SIGTERM: treat it like Ctrl-C so the server shuts down cleanly.
     signal.signal(signal.SIGTERM, _interrupt)
     server = KISEmulator(mode)
@@ -321,7 +319,7 @@ def demo(args: argparse.Namespace, out: Output) -> int:
     """``qts demo``: the narrated Phase 2 flow on the embedded emulator."""
     from runtime.cli.demo import run_demo
 
-    return run_demo(out, mode=str(getattr(args, "mode", None) or "VTS").upper())
+    return run_demo(out, mode=getattr(args, "mode", None) or "VTS")
 
 
 def _won(text: object) -> str:

@@ -17,6 +17,7 @@ import urllib3
 
 from runtime.broker.base import (
     AccessToken,
+    AppCredentials,
     ApprovalKey,
     BrokerRequest,
     BrokerResponse,
@@ -29,7 +30,6 @@ from runtime.clock import ClockPort, SystemClock
 from runtime.deadline import Deadline
 from runtime.errors import BrokerUnavailableError, OrderRefusedError, ScopeMismatchError
 from runtime.masking import mask
-from runtime.settings import AppCredentials
 
 __all__ = ["KISBrokerAdapter", "tr_id_for_mode"]
 
@@ -58,14 +58,12 @@ class KISBrokerAdapter:
         *,
         base_url: str | None = None,
         clock: ClockPort | None = None,
-        timeout_s: float = 20.0,
     ) -> None:
         self._mode = mode
         self._credentials = credentials
         self._http = http
         self._base_url = (base_url or mode.official_base_url).rstrip("/")
         self._clock: ClockPort = clock or SystemClock()
-        self._timeout_s = timeout_s
         self._scope = BrokerScope(mode, credentials.fingerprint)
         # Built once: the per-call work is adding three headers, not re-encoding these.
         self._call_headers = {
@@ -99,10 +97,10 @@ class KISBrokerAdapter:
     def __repr__(self) -> str:
         return f"KISBrokerAdapter(scope={self._scope}, base_url={self._base_url!r})"
 
-    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+    def issue_token(self, *, deadline: Deadline) -> AccessToken:
         body = auth.token_body(self._credentials.app_key, self._credentials.app_secret)
         reply = self._exchange(
-            "POST", auth.TOKEN_PATH, self._auth_headers, timeout_s, body=body, idempotent=False
+            "POST", auth.TOKEN_PATH, self._auth_headers, deadline, body=body, idempotent=False
         )
         token = auth.parse_token_reply(
             reply,
@@ -116,26 +114,23 @@ class KISBrokerAdapter:
 
     def issue_approval_key(self, *, deadline: Deadline) -> ApprovalKey:
         body = auth.approval_body(self._credentials.app_key, self._credentials.app_secret)
-        left = deadline.left_or_raise("Approval")
         reply = self._exchange(
-            "POST", auth.APPROVAL_PATH, self._auth_headers, left, body=body, idempotent=False
+            "POST", auth.APPROVAL_PATH, self._auth_headers, deadline, body=body, idempotent=False
         )
         key = auth.parse_approval_reply(reply, scope=self._scope, now=self._clock.now(), scrub=self._scrub)
         _log.debug("Approval answered for %s: %s", self._scope, key.masked)
         return key
 
-    def revoke_token(self, token: AccessToken, *, timeout_s: float | None = None) -> None:
+    def revoke_token(self, token: AccessToken, *, deadline: Deadline) -> None:
         self._check_scope(token)
         body = auth.revoke_body(self._credentials.app_key, self._credentials.app_secret, token.value)
         reply = self._exchange(
-            "POST", auth.REVOKE_PATH, self._auth_headers, timeout_s, body=body, idempotent=False
+            "POST", auth.REVOKE_PATH, self._auth_headers, deadline, body=body, idempotent=False
         )
         auth.parse_revoke_reply(reply, lambda text: self._scrub(text, token.value))
         _log.debug("revokeP accepted %s", token.masked)
 
-    def send(
-        self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
-    ) -> BrokerResponse:
+    def send(self, request: BrokerRequest, token: AccessToken, *, deadline: Deadline) -> BrokerResponse:
         if token.scope is not self._scope:  # tokens this adapter issued share its scope object
             self._check_scope(token)
         if request.is_order:
@@ -151,7 +146,7 @@ class KISBrokerAdapter:
             request.method,
             request.path,
             headers,
-            timeout_s,
+            deadline,
             body=body,
             query=request.params if request.method == "GET" else None,
             idempotent=request.method == "GET",
@@ -172,22 +167,19 @@ class KISBrokerAdapter:
         method: str,
         path: str,
         headers: Mapping[str, str],
-        timeout_s: float | None,
+        deadline: Deadline,
         *,
         body: bytes | None = None,
         query: Mapping[str, Any] | None = None,
         idempotent: bool,
     ) -> HttpReply:
-        budget = self._timeout_s if timeout_s is None else timeout_s
-        deadline = self._clock.monotonic() + budget
         url = self._base_url + path
         for attempt in range(_MAX_ATTEMPTS):
-            left = deadline - self._clock.monotonic()
-            if left <= 0:
-                raise BrokerUnavailableError(f"no answer from KIS within the {budget:g} s deadline")
+            if deadline.expired:
+                raise BrokerUnavailableError(f"no answer from KIS within the {deadline.total_s:g} s deadline")
             try:
                 reply = exchange(
-                    self._http, method, url, headers=headers, timeout_s=left, body=body, query=query
+                    self._http, method, url, headers=headers, deadline=deadline, body=body, query=query
                 )
             except BrokerUnavailableError as exc:
                 if attempt + 1 == _MAX_ATTEMPTS or not (idempotent or not exc.request_sent):
@@ -198,10 +190,10 @@ class KISBrokerAdapter:
                     return reply
                 _log.debug("%s %s answered HTTP %d; trying again", method, path, reply.status)
             pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-            if deadline - self._clock.monotonic() <= pause:
+            if deadline.remaining() <= pause:
                 break
             self._clock.sleep(pause)
-        raise BrokerUnavailableError(f"KIS stayed unavailable for {budget:g} s")
+        raise BrokerUnavailableError(f"KIS stayed unavailable for {deadline.total_s:g} s")
 
     def _check_scope(self, token: AccessToken) -> None:
         if token.scope != self._scope:

@@ -23,6 +23,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 
+from runtime.deadline import Deadline
 from runtime.errors import BrokerUnavailableError, MalformedResponseError, TLSVerificationError
 
 __all__ = ["MAX_BODY_BYTES", "HttpReply", "exchange"]
@@ -51,15 +52,17 @@ def exchange(
     url: str,
     *,
     headers: Mapping[str, str],
-    timeout_s: float,
+    deadline: Deadline,
     body: bytes | None = None,
     query: Mapping[str, Any] | None = None,
 ) -> HttpReply:
-    """Send one request and read the whole answer, within ``timeout_s`` for connect and read.
+    """Send one request and read the whole answer; connect and read are each bounded by the
+    time ``deadline`` has left when the request starts.
 
     Raises BrokerUnavailableError (``request_sent`` False when it never left this host),
     TLSVerificationError, MalformedResponseError (body over MAX_BODY_BYTES).
     """
+    timeout_s = deadline.remaining()
     timeout = urllib3.Timeout(connect=min(_CONNECT_TIMEOUT_S, timeout_s), read=timeout_s)
     try:
         response = http.request(
