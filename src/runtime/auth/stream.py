@@ -126,12 +126,18 @@ class Subscription:
     async def __anext__(self) -> StreamEvent:
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                event = await loop.run_in_executor(None, self.get, _POLL_S)
-            except StopIteration:
-                raise StopAsyncIteration from None
+            event = await loop.run_in_executor(None, self._get_or_end, _POLL_S)
+            if isinstance(event, _End):
+                raise StopAsyncIteration
             if event is not None:
                 return event
+
+    def _get_or_end(self, timeout_s: float) -> StreamEvent | _End | None:
+        # asyncio futures refuse StopIteration, so the end crosses the executor as a value.
+        try:
+            return self.get(timeout_s)
+        except StopIteration:
+            return _End(None)
 
     def __enter__(self) -> Self:
         return self

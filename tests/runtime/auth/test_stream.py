@@ -340,3 +340,29 @@ def test_an_approval_request_that_fails_on_the_network_is_retried_like_a_failed_
     assert take(session.subscribe([SAMSUNG]), 5)
     assert rig.emulator.stream_counters()["approval_requests"] == 2
     assert session.stats.connects == 1
+
+
+def test_async_for_ends_when_the_subscription_closes_and_raises_the_session_s_error(rig: StreamRig) -> None:
+    session = rig.session()
+    subscription = session.subscribe([SAMSUNG])
+
+    async def until_closed() -> int:
+        seen = 0
+        async for _event in subscription:
+            seen += 1
+            if seen == 3:
+                subscription.close()
+        return seen
+
+    assert asyncio.run(until_closed()) >= 3
+
+    account = demo_account("VTS")
+    doomed = rig.session(broker=FakeBroker(SystemClock(), mode=Mode.VTS, app_key=account.app_key))
+    rejected = doomed.subscribe([SAMSUNG])
+
+    async def drain() -> None:
+        async for _event in rejected:
+            pass
+
+    with pytest.raises(ApprovalKeyRejectedError):
+        asyncio.run(drain())
