@@ -1,8 +1,10 @@
-"""An offline, standard-library-only emulator of the KIS (Korea Investment & Securities) Open API.
+"""An offline emulator of the KIS (Korea Investment & Securities) Open API: the REST host on the
+standard library alone, the real-time WebSocket host on ``websockets``.
 
 One ``KISEmulator`` is one KIS host in one mode (VTS or REAL). It reproduces the token rules
 (24 h lifetime, 6 h reuse, one tokenP per minute), the gateway error codes and shapes, the
-per-second call limit, two read-only endpoints, refuses every order, and offers an admin API
+per-second call limit, two read-only endpoints, refuses every order, serves the WebSocket quote
+protocol (approval keys, acks, frames, PINGPONG, one session per app key), and offers an admin API
 (Python and ``/__emulator__/`` over HTTP) to move time, inject faults and read counters.
 Importing this package starts nothing and reads neither the clock nor the environment.
 
