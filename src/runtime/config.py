@@ -141,7 +141,7 @@ class _Raw:
             ca=env.str("KIS_CA_BUNDLE", ""),
             urls={m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode},
             ws_urls={m: env.str(f"KIS_{m.value}_WS_URL", "") for m in Mode},
-            silence_s=env.float("QTS_STREAM_SILENCE_S", 60.0),
+            silence_s=env.float("QTS_STREAM_SILENCE_S", 120.0),
             keys={
                 m: (env.str(f"KIS_{m.value}_APP_KEY", ""), env.str(f"KIS_{m.value}_APP_SECRET", ""))
                 for m in Mode

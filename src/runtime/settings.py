@@ -90,7 +90,7 @@ class Settings:
     #: The WebSocket host (``KIS_<MODE>_WS_URL``); None: the mode's official one.
     ws_url: str | None = None
     #: A stream with no frame at all (data, ack or PINGPONG) for this long is treated as dropped.
-    stream_silence_s: float = 60.0
+    stream_silence_s: float = 120.0
 
     @property
     def stream_url(self) -> str:

@@ -171,7 +171,7 @@ class RealtimeSession:
         store: TokenStorePort,
         clock: ClockPort,
         *,
-        silence_s: float = 60.0,
+        silence_s: float = 120.0,
         connect_timeout_s: float = 10.0,
         breaker: Breaker | None = None,
         rng: random.Random | None = None,
