@@ -63,6 +63,7 @@ class Session:
 
     conn_id: int
     drop: Callable[[], None]
+    alive: Callable[[], bool] = lambda: True
     app_key: str | None = None
     registrations: dict[tuple[str, str], None] = field(default_factory=dict)
     frames: int = 0
@@ -112,10 +113,11 @@ class RealtimeHub:
             return voided
 
     # --- sessions ----------------------------------------------------------------------------
-    def open(self, drop: Callable[[], None]) -> Session:
-        """A new connection; ``drop`` cuts its socket at once (faults, the second session)."""
+    def open(self, drop: Callable[[], None], alive: Callable[[], bool] = lambda: True) -> Session:
+        """A new connection; ``drop`` cuts its socket at once (faults, the second session);
+        ``alive`` says whether it is still open (a closing one no longer holds its app key)."""
         with self._lock:
-            session = Session(next(self._ids), drop)
+            session = Session(next(self._ids), drop, alive)
             self._sessions[session.conn_id] = session
             self.counts["ws_connections"] += 1
             return session
@@ -174,7 +176,8 @@ class RealtimeHub:
         if app_key is None:
             return Reaction([self._ack("OPSP0011", tr_id, tr_key)])
         owner = self._owners.get(app_key)
-        if owner is not None and owner != session.conn_id:
+        holder = self._sessions.get(owner) if owner is not None else None
+        if holder is not None and owner != session.conn_id and holder.alive():
             self.counts["ws_sessions_refused"] += 1
             self._release(session)
             return Reaction([self._ack("OPSP8996", "(null)", "")], close=True)

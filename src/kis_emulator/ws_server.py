@@ -71,8 +71,11 @@ class RealtimeServer:
 
     def _handle(self, ws: ServerConnection) -> None:
         from websockets.exceptions import ConnectionClosed
+        from websockets.protocol import State
 
-        session = self._hub.open(lambda: _cut(ws))
+        # A client that closed its socket and reconnects at once is not a second session, even
+        # before this thread has seen the close (KIS_API.md §7.1: close the old one first).
+        session = self._hub.open(lambda: _cut(ws), lambda: ws.state is State.OPEN)
         try:
             self._serve(ws, session)
         except (ConnectionClosed, OSError):
