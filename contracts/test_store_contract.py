@@ -182,7 +182,7 @@ def test_the_stream_lease_is_exclusive_per_scope_and_names_its_holder(store: Tok
     with pytest.raises(StreamSessionHeldError, match=r"held by host-a \(pid 1\)") as refused:
         store.acquire_stream_lease(VTS, holder(2))
     assert (refused.value.holder_host, refused.value.holder_pid) == ("host-a", 1)
-    assert refused.value.exit_code == 6
+    assert refused.value.exit_code == 7
     other = store.acquire_stream_lease(REAL, holder(3))  # another scope is another session
     lease.release()
     lease.release()  # twice is fine

@@ -106,7 +106,9 @@ def __getattr__(name: str) -> Any:
     module = _LOCATIONS.get(name)
     if module is None:
         raise AttributeError(f"module 'runtime' has no attribute {name!r}")
-    return getattr(_module(module), name)
+    value = getattr(_module(module), name)
+    globals()[name] = value  # resolved once; documentation tools then see it as a plain attribute
+    return value
 
 
 def _module(name: str) -> Any:

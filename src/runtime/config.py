@@ -29,7 +29,10 @@ from runtime.settings import (
 
 __all__ = [
     "ENV_VARIABLES",
+    "announced_mode",
     "default_token_folder",
+    "is_loopback_url",
+    "load_base_urls",
     "load_mode",
     "load_settings",
     "load_store_spec",
@@ -152,10 +155,7 @@ class _Raw:
 def _environment(env_file: str | os.PathLike[str] | None) -> environs.Env:
     env = environs.Env(eager=False)
     if env_file is not None:
-        path = Path(env_file)
-        if not path.is_file():
-            raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
-        env.read_env(path, recurse=False)
+        _read_env_file(env, Path(env_file))
     return env
 
 
@@ -225,6 +225,81 @@ def load_store_spec(env_file: str | os.PathLike[str] | None = None) -> TokenStor
         return parse_store_spec(raw)
     except ValueError as exc:
         raise _config_error({"QTS_TOKEN_STORE": str(exc)}) from None
+
+
+def announced_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Mode | None:
+    """Only the mode in use (``mode``, else ``KIS_MODE``, else VTS), or None when it is invalid.
+
+    For announcing REAL before anything else can fail (missing keys included). Raises
+    ConfigError only when ``env_file`` cannot be read.
+    """
+    env = environs.Env(eager=False)
+    # What is known without the file comes first: an unreadable file must not hide REAL.
+    if env_file is not None and mode is None and "KIS_MODE" not in os.environ:
+        _read_env_file(env, Path(env_file))
+    raw = mode if mode is not None else env.str("KIS_MODE", _DEFAULT_MODE)
+    try:
+        return Mode.parse(raw)
+    except ValueError:
+        return None
+
+
+def load_base_urls(env_file: str | os.PathLike[str] | None = None) -> dict[Mode, str]:
+    """The REST base URL of each mode (the official one when ``KIS_<MODE>_BASE_URL`` is unset).
+
+    For ``qts doctor``. Raises ConfigError naming any URL that is not allowed.
+    """
+    env = environs.Env(eager=False)
+    if env_file is not None:
+        _read_env_file(env, Path(env_file))
+    urls: dict[Mode, str] = {}
+    problems: dict[str, str] = {}
+    for mode in Mode:
+        raw = env.str(f"KIS_{mode.value}_BASE_URL", "")
+        try:
+            urls[mode] = parse_base_url(raw) if raw else mode.official_base_url
+        except ValueError as exc:
+            problems[f"KIS_{mode.value}_BASE_URL"] = str(exc)
+    if problems:
+        raise _config_error(problems)
+    return urls
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when ``url``'s host is 127.0.0.0/8, ::1 or localhost."""
+    host = urlsplit(url).hostname
+    return host is not None and _is_loopback(host)
+
+
+def _read_env_file(env: environs.Env, path: Path) -> None:
+    """Load ``path`` into ``env``; an unreadable or undecodable file is a ConfigError saying what to do."""
+    if not path.is_file():
+        raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
+    try:
+        env.read_env(path, recurse=False)
+    except PermissionError:
+        raise _file_error(
+            f"env file {str(path)!r} cannot be read (permission denied)",
+            f"Make it readable by the user running qts: chown $USER {str(path)!r} && "
+            f"chmod 600 {str(path)!r}.",
+        ) from None
+    except UnicodeDecodeError:
+        raise _file_error(
+            f"env file {str(path)!r} is not UTF-8 (saved as CP949/EUC-KR, the Windows default in Korea?)",
+            f"Save it again as UTF-8: iconv -f cp949 -t utf-8 {str(path)!r} > {str(path)!r}.utf8, "
+            "check it, then rename it back (or choose UTF-8 in your editor's Save As).",
+        ) from None
+    except OSError as exc:
+        raise _file_error(
+            f"env file {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}",
+            "Check that the path names a readable file, or run `qts init` to write a new one.",
+        ) from None
+
+
+def _file_error(message: str, hint: str) -> ConfigError:
+    error = ConfigError(message)
+    error.hint = hint
+    return error
 
 
 def default_token_folder() -> Path:

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.cli.output import Output, format_kst, format_left
+from runtime.cli.output import REAL_MARKER, Output, format_kst, format_left
 
 if TYPE_CHECKING:
+    from kis_emulator import EmulatorAccount
     from runtime.auth.session import KISRuntime
     from runtime.settings import Settings
 
-__all__ = ["approval", "demo", "emulator", "quote", "revoke", "status", "stream", "token"]
+__all__ = ["demo", "emulator", "quote", "revoke", "status", "token"]
 
 PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
 PRICE_TR_ID = "FHKST01010100"
@@ -27,21 +28,35 @@ def _env_file(args: argparse.Namespace) -> Path | None:
     return default if default.is_file() else None
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def announce_mode(args: argparse.Namespace, out: Output, *, machine_stdout: bool = False) -> None:
+    """The one rule for the REAL marker: shown first whenever REAL is the mode in use, before
+    anything else can fail (missing keys included). Idempotent within a run."""
+    from runtime.broker.base import Mode
+    from runtime.config import announced_mode
+
+    if announced_mode(_env_file(args), mode=getattr(args, "mode", None)) is Mode.REAL:
+        out.real_marker(machine_stdout=machine_stdout)
+
+
+def _settings(
+    args: argparse.Namespace, out: Output | None = None, *, machine_stdout: bool = False
+) -> Settings:
     from runtime.config import load_settings
 
-    return load_settings(_env_file(args), mode=getattr(args, "mode", None))
+    if out is not None:
+        announce_mode(args, out, machine_stdout=machine_stdout)
+    settings = load_settings(_env_file(args), mode=getattr(args, "mode", None))
+    if out is not None:
+        out.target = settings.base_url
+    return settings
 
 
 def _runtime(
     args: argparse.Namespace, out: Output, *, machine_stdout: bool = False, settings: Settings | None = None
 ) -> KISRuntime:
     from runtime.bootstrap import build_runtime
-    from runtime.broker.base import Mode
 
-    settings = settings or _settings(args)
-    if settings.mode is Mode.REAL:
-        out.real_marker(machine_stdout=machine_stdout)
+    settings = settings or _settings(args, out, machine_stdout=machine_stdout)
     return build_runtime(settings, on_wait=_countdown(out))
 
 
@@ -57,7 +72,7 @@ def _countdown(out: Output) -> Callable[[int], None]:
                 print(file=out.stderr, flush=True)
             shown = False
             return
-        text = f"qts: KIS issues one token per minute per app key; waiting {seconds_left:2d} s"
+        text = f"qts: KIS answers one tokenP request per minute per app key; waiting {seconds_left:2d} s"
         if tty:
             print(f"\r{text}", end="", file=out.stderr, flush=True)
         elif not shown:
@@ -72,7 +87,7 @@ def token(args: argparse.Namespace, out: Output) -> int:
     from runtime.auth.budget import MAX_WAIT
 
     reveal = bool(getattr(args, "reveal", False))
-    settings = _settings(args)
+    settings = _settings(args, out, machine_stdout=reveal)
     with _runtime(args, out, machine_stdout=reveal, settings=settings) as kis:
         # The budget's wait (at most MAX_WAIT) comes on top of the call deadline here; a quote
         # keeps its deadline and gets exit 5 at once instead.
@@ -125,17 +140,17 @@ def status(args: argparse.Namespace, out: Output) -> int:
         }
         for t in tokens
     ]
-    if any(t.scope.mode.value == "REAL" for t in tokens):
-        out.real_marker(machine_stdout=False)
     out.data({"store": str(spec), "tokens": rows})
     out.line(f"store    {spec}")
     if not rows:
         hint = " (memory: tokens live only inside a running process)" if spec.kind.value == "memory" else ""
         out.line(f"no cached tokens{hint}")
     for t in tokens:
+        # REAL rows carry the marker themselves: the store may hold both modes at once.
+        marker = f"  {REAL_MARKER}" if t.scope.mode.value == "REAL" else ""
         out.line(
             f"{t.scope.mode.value:<4} key {t.scope.key_fingerprint}  expires {format_kst(t.expires_at)}"
-            f"  ({format_left(t.time_left(now))} left)  {t.masked}"
+            f"  ({format_left(t.time_left(now))} left)  {t.masked}{marker}"
         )
     return 0
 
@@ -180,100 +195,6 @@ def revoke(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def approval(args: argparse.Namespace, out: Output) -> int:
-    """``qts approval``: the WebSocket approval key from memory, the store or a new issuance."""
-    from runtime.bootstrap import build_approvals
-    from runtime.broker.base import Mode
-
-    settings = _settings(args)
-    if settings.mode is Mode.REAL:
-        out.real_marker(machine_stdout=False)
-    cache = build_approvals(settings)
-    key = cache.get()
-    source = cache.last_source or "issued"
-    renew_at = cache.renew_at(key)
-    out.line(f"mode          {settings.mode.value} (key {settings.scope.key_fingerprint})")
-    out.line(f"source        {source}")
-    out.line(f"issued        {format_kst(key.issued_at)}")
-    out.line(f"renewed after {format_kst(renew_at)}")
-    out.line(f"approval key  {key.masked}")
-    out.data(
-        {
-            "mode": settings.mode.value,
-            "key_fingerprint": settings.scope.key_fingerprint,
-            "source": source,
-            "approval_key": key.masked,
-            "issued_at": key.issued_at.isoformat(),
-            "renew_at": renew_at.isoformat(),
-            "ws_url": settings.stream_url,
-        }
-    )
-    return 0
-
-
-def stream(args: argparse.Namespace, out: Output) -> int:
-    """``qts stream CODE...``: one line per event; exit 0 after --count events or --seconds."""
-    import time
-
-    from runtime.bootstrap import build_stream
-    from runtime.broker.base import Mode
-    from runtime.broker.realtime import MAX_REGISTRATIONS, registrations_for
-    from runtime.errors import InvalidRequestError, SubscriptionLimitError
-
-    try:
-        registrations = registrations_for(list(args.codes), depth=bool(args.depth))
-    except ValueError:
-        raise InvalidRequestError("stock codes are 6 digits or capital letters, like 005930") from None
-    if len(registrations) > MAX_REGISTRATIONS:
-        raise SubscriptionLimitError(
-            f"{len(registrations)} registrations asked for; KIS allows {MAX_REGISTRATIONS} per app key "
-            "(one per code, two with --depth); nothing was sent"
-        )
-    settings = _settings(args)
-    if settings.mode is Mode.REAL:
-        out.real_marker(machine_stdout=out.as_json)
-    # SIGTERM ends the stream like Ctrl-C: registrations released, socket closed, lease given up.
-    signal.signal(signal.SIGTERM, _interrupt)
-    count, seconds = args.count, args.seconds
-    ends = time.monotonic() + seconds if seconds is not None else None
-    shown = 0
-    with build_stream(settings) as session:
-        subscription = session.subscribe(registrations)
-        while count is None or shown < count:
-            left = 0.5 if ends is None else ends - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                event = subscription.get(timeout_s=min(left, 0.5))
-            except StopIteration:
-                break
-            if event is not None:
-                shown += 1
-                out.line(_event_line(event))
-                out.data(event.to_json())
-    return 0
-
-
-def _event_line(event: object) -> str:
-    from runtime.broker.realtime import Trade
-
-    if isinstance(event, Trade):
-        return (
-            f"{_hms(event.time)} {event.code} trade {event.price:>10,} KRW x {event.volume:,}"
-            f"  (day volume {event.accumulated_volume:,})"
-        )
-    from runtime.broker.realtime import OrderBook
-
-    assert isinstance(event, OrderBook)  # noqa: S101 - the stream carries only these two
-    ask = f"{event.asks[0][0]:,} x {event.asks[0][1]:,}" if event.asks else "-"
-    bid = f"{event.bids[0][0]:,} x {event.bids[0][1]:,}" if event.bids else "-"
-    return f"{_hms(event.time)} {event.code} book  ask {ask} | bid {bid}"
-
-
-def _hms(hhmmss: str) -> str:
-    return f"{hhmmss[:2]}:{hhmmss[2:4]}:{hhmmss[4:]}"
-
-
 def emulator(args: argparse.Namespace, out: Output) -> int:
     """``qts emulator``: serve the offline KIS emulator until Ctrl-C."""
     import threading
@@ -291,17 +212,9 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
             base_url = server.start(args.host, args.port)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
-        account = demo_account(mode)
         if mode == "REAL":
             out.real_marker(machine_stdout=False)
-        out.line(f"KIS emulator ({mode}) listening on {base_url} and {server.ws_url} — Ctrl-C to stop")
-        out.line("Point QTS Runtime at it with these .env lines (demo credentials, not real ones):")
-        out.line(f"KIS_MODE={mode}")
-        out.line(f"KIS_{mode}_BASE_URL={base_url}")
-        out.line(f"KIS_{mode}_WS_URL={server.ws_url}")
-        out.line(f"KIS_{mode}_APP_KEY={account.app_key}")
-        out.line(f"KIS_{mode}_APP_SECRET={account.app_secret}")
-        out.data({"mode": mode, "base_url": base_url, "ws_url": server.ws_url})
+        _print_emulator_env(out, mode, base_url, server.ws_url, demo_account(mode))
         threading.Event().wait()
     except KeyboardInterrupt:
         # Ctrl-C at any moment after start, even while the lines above print, is a clean stop.
@@ -309,6 +222,31 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _print_emulator_env(out: Output, mode: str, base_url: str, ws_url: str, account: EmulatorAccount) -> None:
+    """The .env lines (text) or object (--json) that point QTS Runtime at the emulator."""
+    env = {
+        "KIS_MODE": mode,
+        f"KIS_{mode}_BASE_URL": base_url,
+        f"KIS_{mode}_WS_URL": ws_url,
+        f"KIS_{mode}_APP_KEY": account.app_key,
+        f"KIS_{mode}_APP_SECRET": account.app_secret,
+    }
+    out.line(f"KIS emulator ({mode}) listening on {base_url} and {ws_url} — Ctrl-C to stop")
+    out.line("Point QTS Runtime at it with these .env lines (demo credentials, not real ones):")
+    for name, value in env.items():
+        out.line(f"{name}={value}")
+    out.data(
+        {
+            "mode": mode,
+            "base_url": base_url,
+            "ws_url": ws_url,
+            "app_key": account.app_key,
+            "app_secret": account.app_secret,
+            "env": env,
+        }
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -2,7 +2,7 @@
 
 The issue's "Done when" scenarios: a 20-event JSON stream through a forced drop and a voided
 approval key; three runs issuing one approval key; a second stream refused with the typed
-"session held by ..." error (exit 6) while the first keeps streaming; over 41 registrations
+"session held by ..." error (exit 7) while the first keeps streaming; over 41 registrations
 exit 2 before connecting.
 """
 
@@ -157,7 +157,7 @@ def test_three_stream_runs_in_a_row_issue_one_approval_key(
     assert_no_approval_key(*runs)
 
 
-def test_a_second_stream_on_the_same_key_exits_6_naming_the_holder_while_the_first_keeps_streaming(
+def test_a_second_stream_on_the_same_key_exits_7_naming_the_holder_while_the_first_keeps_streaming(
     qts: QTS, emulators: Emulators, vts_account: EmulatorAccount
 ) -> None:
     emulator = emulators.start("VTS", ws_tick_interval=0.05)
@@ -166,7 +166,7 @@ def test_a_second_stream_on_the_same_key_exits_6_naming_the_holder_while_the_fir
     first.wait_lines(3)
     second = qts.run("stream", "005930", "--count", "3", env=env)
     shown_when_refused = len(first.seen)
-    assert second.returncode == 6, second
+    assert second.returncode == 7, second
     assert re.search(rf"session held by \S+ \(pid {first.process.pid}\)", second.stderr), second
     assert "Traceback" not in second.stderr
     assert len(second.stderr_lines) <= 2
