@@ -124,8 +124,8 @@ class _Demo:
             "stream",
             stream,
             lambda r: (
-                f"WebSocket {emulator.ws_url}: Approval {r[1]}, 005930 trades → socket dropped, key "
-                f"voided → OPSP0011, reissued {r[2]}×, resubscribed → {r[0]} events"
+                f"WebSocket: Approval {r[1]}, 005930 trades → socket dropped, key voided → OPSP0011, "
+                f"reissued {r[2]}×, resubscribed → {r[0]} events"
             ),
         )
         self.streamed_ok = count == 10 and reissues == 1

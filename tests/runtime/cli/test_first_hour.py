@@ -619,6 +619,7 @@ def test_emulator_json_carries_the_demo_credentials_its_text_prints(qts: QTS) ->
     assert document["env"] == {
         "KIS_MODE": "VTS",
         "KIS_VTS_BASE_URL": document["base_url"],
+        "KIS_VTS_WS_URL": document["ws_url"],
         "KIS_VTS_APP_KEY": DEMO_VTS_APP_KEY,
         "KIS_VTS_APP_SECRET": DEMO_VTS_APP_SECRET,
     }
