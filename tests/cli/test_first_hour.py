@@ -324,6 +324,37 @@ def _foreign_other_host(s: DoctorSetup) -> dict[str, str]:
     return emulator_env(s.qts, s.emulator, s.account, KIS_REAL_BASE_URL="https://kis.example.invalid:9443")
 
 
+def _missing_ca(s: DoctorSetup) -> dict[str, str]:
+    return emulator_env(s.qts, s.emulator, s.account, KIS_CA_BUNDLE=str(s.qts.tmp_path / "no-such-ca.pem"))
+
+
+def _plain_http_host(s: DoctorSetup) -> dict[str, str]:
+    return emulator_env(s.qts, s.emulator, s.account, KIS_REAL_BASE_URL="http://kis.example.invalid")
+
+
+def _bad_store(s: DoctorSetup) -> dict[str, str]:
+    return emulator_env(s.qts, s.emulator, s.account, QTS_TOKEN_STORE="sqlite:tokens.db")
+
+
+def _foreign_owner(s: DoctorSetup) -> dict[str, str]:
+    if os.geteuid() == 0:  # root can hand a folder to another user
+        folder = s.qts.tmp_path / "theirs"
+        folder.mkdir(mode=0o700)
+        os.chown(folder, 65534, 65534)
+    else:  # anyone else meets a folder they do not own in /
+        folder = Path("/usr")
+    return emulator_env(s.qts, s.emulator, s.account, QTS_TOKEN_STORE=f"file:{folder}")
+
+
+def _expired_token(s: DoctorSetup) -> dict[str, str]:
+    scope = BrokerScope(Mode.VTS, fingerprint(s.account.app_key))
+    now = datetime.now(UTC)
+    value = jwt({"jti": s.account.app_key})
+    token = AccessToken(value, "Bearer", now - timedelta(hours=1), now - timedelta(hours=25), scope)
+    FileTokenStore(s.qts.tmp_path / "cache" / "qts").save(scope, token)
+    return emulator_env(s.qts, s.emulator, s.account)
+
+
 def _bad_ca(s: DoctorSetup) -> dict[str, str]:
     bundle = s.qts.tmp_path / "proxy-ca.pem"
     bundle.write_text("not a certificate\n", encoding="utf-8")
@@ -377,6 +408,11 @@ BROKEN: dict[str, tuple[Callable[[DoctorSetup], dict[str, str]], str, str, str]]
     "unofficial host": (_foreign_host, "base URL", "warn", "unset KIS_VTS_BASE_URL"),
     "unofficial host of the other mode": (_foreign_other_host, "base URL", "warn", "unset KIS_REAL_BASE_URL"),
     "CA bundle not PEM": (_bad_ca, "CA bundle", "fail", "KIS_CA_BUNDLE"),
+    "CA bundle missing": (_missing_ca, "CA bundle", "fail", "KIS_CA_BUNDLE"),
+    "plain http to a remote host": (_plain_http_host, "base URL", "fail", "https://"),
+    "unknown store": (_bad_store, "store", "fail", "QTS_TOKEN_STORE=file"),
+    "store folder of another user": (_foreign_owner, "store", "fail", "folder of your own"),
+    "expired token": (_expired_token, "token", "warn", "next call issues"),
     "store open to others": (_open_store, "store", "fail", "chmod 700"),
     "token of another key": (_foreign_token, "token", "fail", "qts forget"),
     "clock 30 s behind KIS": (_skewed_clock, "clock", "warn", "NTP"),
