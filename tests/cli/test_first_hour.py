@@ -182,6 +182,25 @@ def test_an_unreadable_env_file_is_a_configuration_error_that_says_what_to_do(qt
     assert "PermissionError" not in done.stderr
 
 
+def test_an_env_file_its_owner_may_not_read_is_refused_even_to_root(qts: QTS) -> None:
+    write_env(qts.tmp_path / ".env", {"KIS_MODE": "VTS"}).chmod(0o000)
+
+    result = qts.run("token", "--json", env=qts.env())
+
+    assert result.returncode == 2, result
+    assert "permission denied" in str(error_object(result)["message"])
+
+
+def test_an_env_file_with_a_byte_order_mark_is_a_configuration_error(qts: QTS) -> None:
+    (qts.tmp_path / ".env").write_bytes(b"\xef\xbb\xbfKIS_MODE=REAL\n")
+
+    result = qts.run("status", env=qts.env())
+
+    assert result.returncode == 2, result
+    assert "byte-order mark" in result.stderr_lines[0], result
+    assert "without BOM" in result.stderr_lines[1], result
+
+
 def test_a_corrupt_cache_warning_prints_once_per_command(
     qts: QTS, emulators: Emulators, vts_account: EmulatorAccount
 ) -> None:
