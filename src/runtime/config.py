@@ -30,6 +30,7 @@ __all__ = [
     "load_store_spec",
     "parse_base_url",
     "parse_store_spec",
+    "validate_env_file",
 ]
 
 #: Every variable the package reads, for docs and for tests that clear the environment.
@@ -171,6 +172,11 @@ def load_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str | Non
         return Mode.parse(raw)
     except ValueError:
         return None
+
+
+def validate_env_file(env_file: str | os.PathLike[str]) -> None:
+    """Raise the ConfigError reading ``env_file`` would raise (unreadable, CP949, BOM), if any."""
+    _read_env_file(environs.Env(eager=False), Path(env_file))
 
 
 def load_base_urls(env_file: str | os.PathLike[str] | None = None) -> dict[Mode, str]:

@@ -315,6 +315,22 @@ def _cp949(s: DoctorSetup) -> dict[str, str]:
     return env
 
 
+def _cp949_mode_in_env(s: DoctorSetup) -> dict[str, str]:
+    return {**_cp949(s), "KIS_MODE": "VTS"}
+
+
+def _locked(s: DoctorSetup) -> dict[str, str]:
+    env = emulator_env(s.qts, s.emulator, s.account)
+    (s.qts.tmp_path / ".env").chmod(0o000)
+    return env
+
+
+def _loose_env(s: DoctorSetup) -> dict[str, str]:
+    env = emulator_env(s.qts, s.emulator, s.account)
+    (s.qts.tmp_path / ".env").chmod(0o644)
+    return env
+
+
 def _paper(s: DoctorSetup) -> dict[str, str]:
     return emulator_env(s.qts, s.emulator, s.account, KIS_MODE="PAPER")
 
@@ -421,6 +437,9 @@ class DoctorSetup:
 # name -> (set-up, the check that names it, its status, words of the fix)
 BROKEN: dict[str, tuple[Callable[[DoctorSetup], dict[str, str]], str, str, str]] = {
     "CP949 .env": (_cp949, ".env", "fail", "UTF-8"),
+    "CP949 .env, KIS_MODE in the environment": (_cp949_mode_in_env, ".env", "fail", "UTF-8"),
+    ".env locked": (_locked, ".env", "fail", "chmod 600"),
+    ".env readable by others": (_loose_env, ".env", "warn", "chmod 600"),
     "KIS_MODE=PAPER": (_paper, "mode", "fail", "KIS_MODE=VTS"),
     "no key pair": (_no_keys, "keys", "fail", "KIS_VTS_APP_KEY"),
     "one key for both modes": (_same_key_both_modes, "other", "fail", "own key pair"),

@@ -104,14 +104,14 @@ def _run(args: argparse.Namespace) -> Iterator[Check]:
 
 
 def _check_env_file(args: argparse.Namespace) -> Check:
-    from runtime.config import load_mode
+    from runtime.config import validate_env_file
 
     path = _env_file(args)
     if path is None:
         # Not a fault: the environment may carry every setting (the next check says if it does not).
         return ok(".env", "no ./.env here: settings come from the environment only (`qts init` writes one)")
     try:
-        load_mode(path)
+        validate_env_file(path)
     except ConfigError as exc:
         return fail(".env", exc.message, exc.hint)
     mode = stat.S_IMODE(path.stat().st_mode)
