@@ -78,10 +78,6 @@ def doctor(args: argparse.Namespace, out: Output) -> int:
         out.line(checks[-1].line())
     failed = [c for c in checks if c.status == "fail"]
     out.data({"ok": not failed, "checks": [c.as_dict() for c in checks]})
-    if not out.as_json:
-        warned = sum(c.status == "warn" for c in checks)
-        verdict = f"{len(failed)} failed, {warned} warnings" if failed or warned else "all ok"
-        out.line(f"summary  {len(checks)} checks: {verdict}")
     return failed[0].exit_code if failed else 0
 
 
