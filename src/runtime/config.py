@@ -6,8 +6,10 @@ network call, each naming its variable and what is allowed.
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import os
+import stat
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +41,7 @@ __all__ = [
     "parse_base_url",
     "parse_store_spec",
     "parse_ws_url",
+    "validate_env_file",
 ]
 
 #: Every variable the package reads, for docs and for tests that clear the environment.
@@ -244,6 +247,11 @@ def announced_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str 
         return None
 
 
+def validate_env_file(env_file: str | os.PathLike[str]) -> None:
+    """Raise the ConfigError reading ``env_file`` would raise (unreadable, CP949, BOM), if any."""
+    _read_env_file(environs.Env(eager=False), Path(env_file))
+
+
 def load_base_urls(env_file: str | os.PathLike[str] | None = None) -> dict[Mode, str]:
     """The REST base URL of each mode (the official one when ``KIS_<MODE>_BASE_URL`` is unset).
 
@@ -276,6 +284,7 @@ def _read_env_file(env: environs.Env, path: Path) -> None:
     if not path.is_file():
         raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
     try:
+        _check_env_file(path)
         env.read_env(path, recurse=False)
     except PermissionError:
         raise _file_error(
@@ -294,6 +303,20 @@ def _read_env_file(env: environs.Env, path: Path) -> None:
             f"env file {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}",
             "Check that the path names a readable file, or run `qts init` to write a new one.",
         ) from None
+
+
+def _check_env_file(path: Path) -> None:
+    """What the dotenv reader would get wrong silently: a file its owner may not read (root reads it
+    anyway) and a UTF-8 byte-order mark (it would hide the first variable)."""
+    if not stat.S_IMODE(path.stat().st_mode) & stat.S_IRUSR:
+        raise PermissionError(path)
+    with path.open("rb") as handle:
+        head = handle.read(len(codecs.BOM_UTF8))
+    if head == codecs.BOM_UTF8:
+        raise _file_error(
+            f"env file {str(path)!r} starts with a byte-order mark (saved as 'UTF-8 with BOM')",
+            "Save it again as plain UTF-8 without BOM (Notepad: Save As, Encoding UTF-8).",
+        )
 
 
 def _file_error(message: str, hint: str) -> ConfigError:
