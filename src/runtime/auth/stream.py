@@ -28,7 +28,6 @@ from runtime.auth.ports import ClockPort, LeaseHolder, StreamLease, TokenStorePo
 from runtime.auth.reconnect import Breaker, backoff_delay
 from runtime.broker.base import ApprovalKey, BrokerScope
 from runtime.broker.realtime import (
-    ENCRYPTED_TRS,
     MAX_REGISTRATIONS,
     Ack,
     AckKind,
@@ -219,10 +218,7 @@ class RealtimeSession:
         before anything is sent; StreamSessionHeldError when another process holds the session;
         TokenStoreError when the store cannot be reached; the session's fatal error if it died.
         """
-        wanted = tuple(dict.fromkeys(registrations))
-        refused = sorted({r.tr_id for r in wanted} & ENCRYPTED_TRS)
-        if refused:
-            raise SubscriptionLimitError(f"{', '.join(refused)} are encrypted order notices; never streamed")
+        wanted = tuple(dict.fromkeys(registrations))  # Registration itself refuses encrypted TRs
         with self._lock:
             if self._fatal is not None:
                 raise self._fatal

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from runtime.broker.base import ApprovalKey, BrokerScope
+from runtime.errors import SubscriptionLimitError
 
 if TYPE_CHECKING:
     from runtime.deadline import Deadline
@@ -57,13 +58,18 @@ def _frozen(value: Mapping[str, str]) -> Mapping[str, str]:
 
 @attrs.frozen(order=True)
 class Registration:
-    """One (tr_id, code) the session is registered for; only the two quote TRs are allowed."""
+    """One (tr_id, code) the session is registered for; only the two quote TRs are allowed.
+
+    Raises SubscriptionLimitError for an encrypted order-notice TR, ValueError for anything else
+    that is not a quote TR or a 6-character code."""
 
     tr_id: str = attrs.field()
     code: str = attrs.field()
 
     @tr_id.validator
     def _check_tr_id(self, _attribute: attrs.Attribute[str], given: str) -> None:
+        if given in ENCRYPTED_TRS:
+            raise SubscriptionLimitError(f"{given} is an encrypted order notice (Phase 3); never streamed")
         if given not in STREAMABLE_TRS:
             raise ValueError(f"tr_id must be one of {sorted(STREAMABLE_TRS)}, got {given[:16]!r}")
 

@@ -190,8 +190,10 @@ def test_too_many_registrations_at_once_never_connect(rig: StreamRig) -> None:
 
 def test_encrypted_order_notices_are_never_registered() -> None:
     for tr_id in ("H0STCNI0", "H0STCNI9"):
-        with pytest.raises(ValueError, match="tr_id"):
+        with pytest.raises(SubscriptionLimitError, match="encrypted order notice"):
             Registration(tr_id, "005930")
+    with pytest.raises(ValueError, match="tr_id"):
+        Registration("FHKST01010100", "005930")
 
 
 def test_async_for_reads_the_same_session(rig: StreamRig) -> None:
