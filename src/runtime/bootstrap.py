@@ -26,10 +26,20 @@ from runtime.settings import Settings, StoreKind, TokenStoreSpec
 if TYPE_CHECKING:
     import urllib3
 
+    from runtime.auth.approval_cache import ApprovalKeyCache
     from runtime.auth.session import KISRuntime
+    from runtime.auth.stream import RealtimeSession
     from runtime.auth.token_cache import TokenCache
+    from runtime.broker.realtime import RealtimeConnectorPort
 
-__all__ = ["build_call_budget", "build_http", "build_runtime", "build_store"]
+__all__ = [
+    "build_approvals",
+    "build_call_budget",
+    "build_http",
+    "build_runtime",
+    "build_store",
+    "build_stream",
+]
 
 # One pool per host; enough connections for a few worker threads to share keep-alive.
 _POOL_SIZE = 8
@@ -104,6 +114,75 @@ def _build_cache(
         on_wait=on_wait,
     )
     return TokenCache(broker, store, clock, margin=settings.refresh_margin, budget=budget)
+
+
+def build_approvals(
+    settings: Settings,
+    *,
+    clock: ClockPort | None = None,
+    store: TokenStorePort | None = None,
+    broker: BrokerAuthPort | None = None,
+    http: urllib3.PoolManager | None = None,
+) -> ApprovalKeyCache:
+    """The approval-key cache for ``settings``: memory, then the store, then ``/oauth2/Approval``.
+
+    Raises ConfigError and ScopeMismatchError as :func:`build_runtime` does."""
+    from runtime.auth.approval_cache import ApprovalKeyCache
+
+    clock = clock or SystemClock()
+    if broker is None:
+        from runtime.broker.kis.adapter import KISBrokerAdapter
+
+        broker = KISBrokerAdapter(
+            settings.mode,
+            settings.credentials,
+            http or build_http(settings.ca_bundle),
+            base_url=settings.base_url,
+            clock=clock,
+        )
+    if broker.scope != settings.scope:
+        raise ScopeMismatchError(
+            f"the broker serves {broker.scope} but the settings are for {settings.scope}"
+        )
+    store = store if store is not None else build_store(settings.token_store, clock=clock)
+    return ApprovalKeyCache(
+        broker, store, clock, margin=settings.refresh_margin, deadline_s=settings.call_deadline_s
+    )
+
+
+def build_stream(
+    settings: Settings,
+    *,
+    clock: ClockPort | None = None,
+    store: TokenStorePort | None = None,
+    broker: BrokerAuthPort | None = None,
+    http: urllib3.PoolManager | None = None,
+    connector: RealtimeConnectorPort | None = None,
+) -> RealtimeSession:
+    """The real-time session of ``settings``' app key, on the mode's WebSocket host.
+
+    Nothing connects until the first ``subscribe``. With a shared store (file, Redis) the
+    one-session lease and the approval key are shared with every process using that store.
+    Raises ConfigError and ScopeMismatchError as :func:`build_runtime` does."""
+    from runtime.auth.stream import RealtimeSession
+    from runtime.broker.kis.stream import KISRealtimeConnector
+
+    clock = clock or SystemClock()
+    store = store if store is not None else build_store(settings.token_store, clock=clock)
+    approvals = build_approvals(settings, clock=clock, store=store, broker=broker, http=http)
+    connector = connector or KISRealtimeConnector(settings.scope, settings.stream_url)
+    if connector.scope != settings.scope:
+        raise ScopeMismatchError(
+            f"the stream connector serves {connector.scope} but the settings are for {settings.scope}"
+        )
+    return RealtimeSession(
+        connector,
+        approvals,
+        store,
+        clock,
+        silence_s=settings.stream_silence_s,
+        connect_timeout_s=settings.call_deadline_s,
+    )
 
 
 def build_http(ca_bundle: Path | None = None) -> urllib3.PoolManager:

@@ -40,6 +40,7 @@ __all__ = [
     "load_store_spec",
     "parse_base_url",
     "parse_store_spec",
+    "parse_ws_url",
     "validate_env_file",
 ]
 
@@ -52,16 +53,22 @@ ENV_VARIABLES = (
     "KIS_REAL_APP_SECRET",
     "KIS_VTS_BASE_URL",
     "KIS_REAL_BASE_URL",
+    "KIS_VTS_WS_URL",
+    "KIS_REAL_WS_URL",
     "KIS_CA_BUNDLE",
     "QTS_TOKEN_STORE",
     "QTS_REFRESH_MARGIN_S",
     "QTS_CALL_DEADLINE_S",
     "QTS_WAIT_ON_RATE_LIMIT",
     "QTS_MAX_RPS",
+    "QTS_STREAM_SILENCE_S",
 )
 
 _MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
 _MAX_DEADLINE_S = 600.0
+_MAX_SILENCE_S = 3600.0
+#: The only non-loopback host a WebSocket override may name: KIS's own (KIS_API.md §1).
+_OFFICIAL_WS_HOST = "ops.koreainvestment.com"
 _MAX_RPS = 20.0  # KIS_API.md §11: REAL allows 20 calls per second per key
 _DEFAULT_MODE = Mode.VTS.value
 _DEFAULT_STORE = "file"  # built by hand, Settings keep tokens in memory; `qts` keeps them in files
@@ -89,6 +96,7 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
         if problem:
             problems[f"KIS_{active.value}_{suffix}"] = problem
     base_url = _checked(problems, f"KIS_{active.value}_BASE_URL", parse_base_url, raw.urls[active])
+    ws_url = _checked(problems, f"KIS_{active.value}_WS_URL", parse_ws_url, raw.ws_urls[active])
     store = _checked(problems, "QTS_TOKEN_STORE", parse_store_spec, raw.store, empty_is_default=False)
     max_rps = _check_numbers(raw, problems)
     ca_bundle = Path(raw.ca).expanduser() if raw.ca else None
@@ -106,6 +114,8 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
         ca_bundle=ca_bundle,
         wait_on_rate_limit=raw.wait_on_rate_limit,
         max_rps=max_rps,
+        ws_url=ws_url,
+        stream_silence_s=raw.silence_s,
     )
 
 
@@ -121,6 +131,8 @@ class _Raw:
     max_rps: str
     ca: str
     urls: dict[Mode, str]
+    ws_urls: dict[Mode, str]
+    silence_s: float
     keys: dict[Mode, tuple[str, str]]
 
     @classmethod
@@ -134,6 +146,8 @@ class _Raw:
             max_rps=env.str("QTS_MAX_RPS", ""),  # empty: the key's documented limit (VTS 2/s, REAL 20/s)
             ca=env.str("KIS_CA_BUNDLE", ""),
             urls={m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode},
+            ws_urls={m: env.str(f"KIS_{m.value}_WS_URL", "") for m in Mode},
+            silence_s=env.float("QTS_STREAM_SILENCE_S", 120.0),
             keys={
                 m: (env.str(f"KIS_{m.value}_APP_KEY", ""), env.str(f"KIS_{m.value}_APP_SECRET", ""))
                 for m in Mode
@@ -186,6 +200,10 @@ def _check_numbers(raw: _Raw, problems: dict[str, str]) -> float | None:
     if "QTS_CALL_DEADLINE_S" not in problems and not 0 < raw.deadline_s <= _MAX_DEADLINE_S:
         problems["QTS_CALL_DEADLINE_S"] = (
             f"must be above 0 and at most {_MAX_DEADLINE_S:g} seconds, got {raw.deadline_s:g}"
+        )
+    if "QTS_STREAM_SILENCE_S" not in problems and not 1 <= raw.silence_s <= _MAX_SILENCE_S:
+        problems["QTS_STREAM_SILENCE_S"] = (
+            f"must be between 1 and {_MAX_SILENCE_S:g} seconds, got {raw.silence_s:g}"
         )
     max_rps = _optional_rate(raw.max_rps)
     if max_rps is not None and not 0 < max_rps <= _MAX_RPS:
@@ -331,6 +349,30 @@ def parse_base_url(text: str) -> str:
     except ValueError:
         raise ValueError("has an invalid port") from None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def parse_ws_url(text: str) -> str:
+    """Validate a WebSocket URL override: KIS's own host (ws:// or wss://) or a loopback host only.
+
+    The approval key travels in every subscribe message, so a stream may only go to KIS or to a
+    test server on this machine."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError("must be an absolute ws:// URL such as ws://ops.koreainvestment.com:31000")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not carry a query, fragment or user info")
+    if parts.hostname.lower() != _OFFICIAL_WS_HOST and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"only KIS's WebSocket host ({_OFFICIAL_WS_HOST}) or a loopback host (127.0.0.1, ::1, "
+            "localhost) is allowed"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname.lower()
     netloc = host if port is None else f"{host}:{port}"
     return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
 

@@ -89,6 +89,15 @@ class Settings:
     #: Calls per second for the whole key, shared by every runtime on it through the token store
     #: (the call budget); None: the documented limit, VTS 2/s, REAL 20/s.
     max_rps: float | None = None
+    #: The WebSocket host (``KIS_<MODE>_WS_URL``); None: the mode's official one.
+    ws_url: str | None = None
+    #: A stream with no frame at all (data, ack or PINGPONG) for this long is treated as dropped.
+    stream_silence_s: float = 120.0
+
+    @property
+    def stream_url(self) -> str:
+        """The WebSocket URL for the mode: the override if set, else KIS's official one (§1)."""
+        return self.ws_url or self.mode.official_ws_url
 
     @property
     def scope(self) -> BrokerScope:

@@ -69,15 +69,15 @@ def doctor(args: argparse.Namespace, out: Output) -> int:
     with contextlib.suppress(ConfigError):  # an unreadable .env is the first check's to report
         announce_mode(args, out)
     checks: list[Check] = []
-    for check in _run(args):
-        checks.append(check)
-        out.line(check.line())
+    try:
+        for check in _run(args):
+            checks.append(check)
+            out.line(check.line())
+    except QTSError as exc:  # a check that could not finish is a failed check, not a crash
+        checks.append(fail("doctor", f"{type(exc).__name__}: {exc.message}", exc.hint, exc.exit_code))
+        out.line(checks[-1].line())
     failed = [c for c in checks if c.status == "fail"]
     out.data({"ok": not failed, "checks": [c.as_dict() for c in checks]})
-    if not out.as_json:
-        warned = sum(c.status == "warn" for c in checks)
-        verdict = f"{len(failed)} failed, {warned} warnings" if failed or warned else "all ok"
-        out.line(f"summary  {len(checks)} checks: {verdict}")
     return failed[0].exit_code if failed else 0
 
 
@@ -100,14 +100,14 @@ def _run(args: argparse.Namespace) -> Iterator[Check]:
 
 
 def _check_env_file(args: argparse.Namespace) -> Check:
-    from runtime.config import announced_mode
+    from runtime.config import validate_env_file
 
     path = _env_file(args)
     if path is None:
         # Not a fault: the environment may carry every setting (the next check says if it does not).
         return ok(".env", "no ./.env here: settings come from the environment only (`qts init` writes one)")
     try:
-        announced_mode(path)
+        validate_env_file(path)
     except ConfigError as exc:
         return fail(".env", exc.message, exc.hint)
     mode = stat.S_IMODE(path.stat().st_mode)
@@ -155,12 +155,20 @@ def _settings_check(name: str) -> str:
         return "mode"
     if name.endswith(("_APP_KEY", "_APP_SECRET")):
         return "keys"
-    return name
+    return {"KIS_CA_BUNDLE": "CA bundle", "QTS_TOKEN_STORE": "store"}.get(
+        name, "base URL" if name.endswith("_BASE_URL") else name
+    )
 
 
 def _settings_fix(name: str) -> str:
     if name == "KIS_MODE":
         return "set KIS_MODE=VTS (paper) or KIS_MODE=REAL (live) in .env"
+    if name == "KIS_CA_BUNDLE":
+        return "point KIS_CA_BUNDLE at your proxy's CA certificate file (PEM), or leave it empty"
+    if name.endswith("_BASE_URL"):
+        return f"leave {name} empty for the official host, or use https:// (http:// only for 127.0.0.1)"
+    if name == "QTS_TOKEN_STORE":
+        return "use QTS_TOKEN_STORE=file (the default), file:PATH, memory or redis://HOST:PORT/DB"
     if name.endswith(("_APP_KEY", "_APP_SECRET")):
         return f"set {name} in .env (`qts init` writes one) to the value from the KIS portal, no spaces"
     return f"fix {name} in .env (see the comments in .env.example / `qts init`)"
@@ -187,7 +195,11 @@ def _check_base_url(args: argparse.Namespace, settings: Settings) -> Check:
     """Both modes' hosts: the official one or loopback (an emulator); anything else warns."""
     from runtime.config import is_loopback_url, load_base_urls
 
-    urls = load_base_urls(_env_file(args))
+    try:
+        urls = load_base_urls(_env_file(args))
+    except ConfigError as exc:  # the other mode's URL (this mode's passed load_settings)
+        wrong = sorted(exc.problems) or ["base URL"]
+        return fail("base URL", exc.message, "; ".join(_settings_fix(name) for name in wrong))
     urls[settings.mode] = settings.base_url  # what this run really uses
     odd = [m for m, url in urls.items() if url != m.official_base_url and not is_loopback_url(url)]
     if odd:

@@ -38,6 +38,7 @@ _VARIABLE = [
     (re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} KST"), "<kst>"),
     (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?\+00:00"), "<utc>"),
     (re.compile(r"http://127\.0\.0\.1:\d+"), "<url>"),
+    (re.compile(r"ws://127\.0\.0\.1:\d+"), "<ws-url>"),
     (re.compile(r"\[\d+(\.\d+)? ms\]"), "[<ms>]"),
     (re.compile(r"\b\d+h \d{2}m\b|\b\d+m \d{2}s\b"), "<span>"),
     (re.compile(r"\b\d+\.\d+ s (ahead of|behind)"), "<skew>"),

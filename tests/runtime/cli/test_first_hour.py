@@ -184,6 +184,25 @@ def test_an_unreadable_env_file_is_a_configuration_error_that_says_what_to_do(qt
     assert "PermissionError" not in done.stderr
 
 
+def test_an_env_file_its_owner_may_not_read_is_refused_even_to_root(qts: QTS) -> None:
+    write_env(qts.tmp_path / ".env", {"KIS_MODE": "VTS"}).chmod(0o000)
+
+    result = qts.run("token", "--json", env=qts.env())
+
+    assert result.returncode == 2, result
+    assert "permission denied" in str(error_object(result)["message"])
+
+
+def test_an_env_file_with_a_byte_order_mark_is_a_configuration_error(qts: QTS) -> None:
+    (qts.tmp_path / ".env").write_bytes(b"\xef\xbb\xbfKIS_MODE=REAL\n")
+
+    result = qts.run("status", env=qts.env())
+
+    assert result.returncode == 2, result
+    assert "byte-order mark" in result.stderr_lines[0], result
+    assert "without BOM" in result.stderr_lines[1], result
+
+
 def test_a_corrupt_cache_warning_prints_once_per_command(
     qts: QTS, emulators: Emulators, vts_account: EmulatorAccount
 ) -> None:
@@ -268,10 +287,8 @@ def test_doctor_against_the_emulator_is_all_ok(
     as_json = qts.run("doctor", "--json", env=env)
 
     assert text.returncode == 0, text
-    lines = text.stdout_lines[:-1]
-    assert lines, text
-    assert all(line.startswith("ok ") for line in lines), text
-    assert text.stdout_lines[-1].endswith("all ok"), text
+    assert len(text.stdout_lines) == 10, text
+    assert all(line.startswith("ok ") for line in text.stdout_lines), text
     checks = doctor_checks(as_json)
     assert as_json.returncode == 0, as_json
     assert {
@@ -295,6 +312,22 @@ def test_doctor_against_the_emulator_is_all_ok(
 def _cp949(s: DoctorSetup) -> dict[str, str]:
     env = emulator_env(s.qts, s.emulator, s.account)
     (s.qts.tmp_path / ".env").write_bytes("KIS_MODE=VTS\n# 모의투자\n".encode("cp949"))
+    return env
+
+
+def _cp949_mode_in_env(s: DoctorSetup) -> dict[str, str]:
+    return {**_cp949(s), "KIS_MODE": "VTS"}
+
+
+def _locked(s: DoctorSetup) -> dict[str, str]:
+    env = emulator_env(s.qts, s.emulator, s.account)
+    (s.qts.tmp_path / ".env").chmod(0o000)
+    return env
+
+
+def _loose_env(s: DoctorSetup) -> dict[str, str]:
+    env = emulator_env(s.qts, s.emulator, s.account)
+    (s.qts.tmp_path / ".env").chmod(0o644)
     return env
 
 
@@ -324,6 +357,37 @@ def _foreign_host(s: DoctorSetup) -> dict[str, str]:
 
 def _foreign_other_host(s: DoctorSetup) -> dict[str, str]:
     return emulator_env(s.qts, s.emulator, s.account, KIS_REAL_BASE_URL="https://kis.example.invalid:9443")
+
+
+def _missing_ca(s: DoctorSetup) -> dict[str, str]:
+    return emulator_env(s.qts, s.emulator, s.account, KIS_CA_BUNDLE=str(s.qts.tmp_path / "no-such-ca.pem"))
+
+
+def _plain_http_host(s: DoctorSetup) -> dict[str, str]:
+    return emulator_env(s.qts, s.emulator, s.account, KIS_REAL_BASE_URL="http://kis.example.invalid")
+
+
+def _bad_store(s: DoctorSetup) -> dict[str, str]:
+    return emulator_env(s.qts, s.emulator, s.account, QTS_TOKEN_STORE="sqlite:tokens.db")
+
+
+def _foreign_owner(s: DoctorSetup) -> dict[str, str]:
+    if os.geteuid() == 0:  # root can hand a folder to another user
+        folder = s.qts.tmp_path / "theirs"
+        folder.mkdir(mode=0o700)
+        os.chown(folder, 65534, 65534)
+    else:  # anyone else meets a folder they do not own in /
+        folder = Path("/usr")
+    return emulator_env(s.qts, s.emulator, s.account, QTS_TOKEN_STORE=f"file:{folder}")
+
+
+def _expired_token(s: DoctorSetup) -> dict[str, str]:
+    scope = BrokerScope(Mode.VTS, fingerprint(s.account.app_key))
+    now = datetime.now(UTC)
+    value = jwt({"jti": s.account.app_key})
+    token = AccessToken(value, "Bearer", now - timedelta(hours=1), now - timedelta(hours=25), scope)
+    FileTokenStore(s.qts.tmp_path / "cache" / "qts").save(scope, token)
+    return emulator_env(s.qts, s.emulator, s.account)
 
 
 def _bad_ca(s: DoctorSetup) -> dict[str, str]:
@@ -373,12 +437,20 @@ class DoctorSetup:
 # name -> (set-up, the check that names it, its status, words of the fix)
 BROKEN: dict[str, tuple[Callable[[DoctorSetup], dict[str, str]], str, str, str]] = {
     "CP949 .env": (_cp949, ".env", "fail", "UTF-8"),
+    "CP949 .env, KIS_MODE in the environment": (_cp949_mode_in_env, ".env", "fail", "UTF-8"),
+    ".env locked": (_locked, ".env", "fail", "chmod 600"),
+    ".env readable by others": (_loose_env, ".env", "warn", "chmod 600"),
     "KIS_MODE=PAPER": (_paper, "mode", "fail", "KIS_MODE=VTS"),
     "no key pair": (_no_keys, "keys", "fail", "KIS_VTS_APP_KEY"),
     "one key for both modes": (_same_key_both_modes, "other", "fail", "own key pair"),
     "unofficial host": (_foreign_host, "base URL", "warn", "unset KIS_VTS_BASE_URL"),
     "unofficial host of the other mode": (_foreign_other_host, "base URL", "warn", "unset KIS_REAL_BASE_URL"),
     "CA bundle not PEM": (_bad_ca, "CA bundle", "fail", "KIS_CA_BUNDLE"),
+    "CA bundle missing": (_missing_ca, "CA bundle", "fail", "KIS_CA_BUNDLE"),
+    "plain http to a remote host": (_plain_http_host, "base URL", "fail", "https://"),
+    "unknown store": (_bad_store, "store", "fail", "QTS_TOKEN_STORE=file"),
+    "store folder of another user": (_foreign_owner, "store", "fail", "folder of your own"),
+    "expired token": (_expired_token, "token", "warn", "next call issues"),
     "store open to others": (_open_store, "store", "fail", "chmod 700"),
     "token of another key": (_foreign_token, "token", "fail", "qts forget"),
     "clock 30 s behind KIS": (_skewed_clock, "clock", "warn", "NTP"),
@@ -619,6 +691,7 @@ def test_emulator_json_carries_the_demo_credentials_its_text_prints(qts: QTS) ->
     assert document["env"] == {
         "KIS_MODE": "VTS",
         "KIS_VTS_BASE_URL": document["base_url"],
+        "KIS_VTS_WS_URL": document["ws_url"],
         "KIS_VTS_APP_KEY": DEMO_VTS_APP_KEY,
         "KIS_VTS_APP_SECRET": DEMO_VTS_APP_SECRET,
     }

@@ -18,6 +18,7 @@ import urllib3
 from runtime.broker.base import (
     AccessToken,
     AppCredentials,
+    ApprovalKey,
     BrokerRequest,
     BrokerResponse,
     BrokerScope,
@@ -110,6 +111,15 @@ class KISBrokerAdapter:
         )
         _log.debug("tokenP answered for %s: %s", self._scope, token.masked)
         return token
+
+    def issue_approval_key(self, *, deadline: Deadline) -> ApprovalKey:
+        body = auth.approval_body(self._credentials.app_key, self._credentials.app_secret)
+        reply = self._exchange(
+            "POST", auth.APPROVAL_PATH, self._auth_headers, deadline, body=body, idempotent=False
+        )
+        key = auth.parse_approval_reply(reply, scope=self._scope, now=self._clock.now(), scrub=self._scrub)
+        _log.debug("Approval answered for %s: %s", self._scope, key.masked)
+        return key
 
     def revoke_token(self, token: AccessToken, *, deadline: Deadline) -> None:
         self._check_scope(token)
