@@ -143,14 +143,16 @@ def ns_to_ms(values: Sequence[int]) -> list[float]:
 
 
 @contextmanager
-def emulator_process(mode: str = "VTS") -> Iterator[str]:
+def emulator_process(mode: str = "VTS", keys: int = 0) -> Iterator[str]:
     """An emulator with no call limit in a child process on 127.0.0.1; yields its base URL.
 
     A separate process keeps the server's Python work off the client's GIL, as with a real host.
+    With ``keys``, that many more app keys are registered (``_emulator_server.bench_account``)
+    and tokenP is not limited to one a minute.
     The child stops when its stdin closes (we exit or crash) or after EMULATOR_MAX_LIFE_S.
     """
     child = subprocess.Popen(  # noqa: S603 - our own interpreter running our own script
-        [sys.executable, str(_EMULATOR_SCRIPT), mode, str(EMULATOR_MAX_LIFE_S)],
+        [sys.executable, str(_EMULATOR_SCRIPT), mode, str(EMULATOR_MAX_LIFE_S), str(keys)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
