@@ -188,19 +188,16 @@ def build_stream(
 def build_http(ca_bundle: Path | None = None) -> urllib3.PoolManager:
     """A PoolManager with certificate verification always on; ``ca_bundle`` adds a CA.
 
-    No pool-wide retries or timeouts: every request sets its own, from the call's deadline
-    (runtime.broker.kis.transport)."""
-    import ssl
+    The TLS context is the process's one for ``ca_bundle``, made on the first HTTPS pool
+    (runtime.broker.kis.tls): a plain-http PoolManager, or the second runtime, pays nothing for
+    it. A bundle is loaded here (once per process and path) so that a bad one is a ConfigError
+    now, not at the first call. No pool-wide retries or timeouts: every request sets its own,
+    from the call's deadline (runtime.broker.kis.transport)."""
+    from runtime.broker.kis.tls import VerifyingPoolManager, tls_context
 
-    import urllib3
-
-    context = ssl.create_default_context()
     if ca_bundle is not None:
-        try:
-            context.load_verify_locations(cafile=str(ca_bundle))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"KIS_CA_BUNDLE: cannot load {str(ca_bundle)!r} as PEM certificates") from exc
-    return urllib3.PoolManager(num_pools=4, maxsize=_POOL_SIZE, ssl_context=context)
+        tls_context(ca_bundle)
+    return VerifyingPoolManager(ca_bundle, num_pools=4, maxsize=_POOL_SIZE)
 
 
 def build_store(spec: TokenStoreSpec, *, clock: ClockPort | None = None) -> TokenStorePort:

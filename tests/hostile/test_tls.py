@@ -165,7 +165,8 @@ def test_there_is_no_setting_for_insecure_tls() -> None:
     names = [f.name for f in attrs.fields(Settings)] + list(ENV_VARIABLES)
     insecure = [n for n in names if any(w in n.lower() for w in ("verify", "insecure", "ssl", "tls_off"))]
     assert insecure == []
-    context = build_http(None).connection_pool_kw["ssl_context"]
+    # The context is made with the first HTTPS pool; creating a pool opens no connection.
+    context = build_http(None).connection_from_url("https://127.0.0.1:9/").conn_kw["ssl_context"]
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode is ssl.CERT_REQUIRED
     assert context.check_hostname is True

@@ -5,6 +5,7 @@ injected store and clock; build_store builds the store each kind names; importin
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from datetime import timedelta
@@ -15,7 +16,7 @@ import pytest
 from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.stores.redis import RedisTokenStore
-from runtime.bootstrap import build_runtime, build_store
+from runtime.bootstrap import build_http, build_runtime, build_store
 from runtime.broker.base import Mode
 from runtime.clock import FakeClock
 from runtime.errors import ConfigError, ScopeMismatchError
@@ -112,3 +113,18 @@ def test_importing_the_runtime_reads_no_environment() -> None:
 
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_one_tls_context_per_process_made_on_the_first_https_pool() -> None:
+    """A plain-http pool makes no context; every HTTPS pool of every runtime shares one."""
+    from runtime.broker.kis import tls
+
+    tls._contexts.pop(None, None)
+    first, second = build_http(), build_http()
+    first.connection_from_url("http://127.0.0.1:9/")
+    assert None not in tls._contexts
+    a = first.connection_from_url("https://127.0.0.1:9/").conn_kw["ssl_context"]
+    b = second.connection_from_url("https://127.0.0.1:9/").conn_kw["ssl_context"]
+    assert a is b is tls._contexts[None]
+    assert a.verify_mode is ssl.CERT_REQUIRED
+    assert a.check_hostname
