@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import threading
-
 from datetime import timedelta
 
 from kis_emulator import EmulatorAccount, EmulatorConfig, KISEmulator, default_accounts

@@ -37,25 +37,31 @@ FILE_TARGET = 1.7
 CLI_TARGET = 2.0
 PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
 
-_RAW = """
+_RAW = (
+    f"PATH = {PATH!r}\n"
+    """
 import json, sys, urllib3
 base, key, secret = sys.argv[1:4]
 http = urllib3.PoolManager()
 r = http.request("POST", base + "/oauth2/tokenP", headers={"content-type": "application/json"},
                  body=json.dumps({"grant_type": "client_credentials", "appkey": key, "appsecret": secret}))
 token = json.loads(r.data)["access_token"]
-r = http.request("GET", base + %r, fields={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"},
+r = http.request("GET", base + PATH, fields={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"},
                  headers={"authorization": "Bearer " + token, "appkey": key, "appsecret": secret,
                           "tr_id": "FHKST01010100", "custtype": "P"})
 assert json.loads(r.data)["rt_cd"] == "0"
-""" % (PATH,)
+"""
+)
 
-_QTS = """
+_QTS = (
+    f"PATH = {PATH!r}\n"
+    """
 import runtime
 with runtime.build_runtime(runtime.load_settings()) as kis:
-    kis.call("GET", %r, tr_id="FHKST01010100",
+    kis.call("GET", PATH, tr_id="FHKST01010100",
              params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"})
-""" % (PATH,)
+"""
+)
 
 _LIST_IMPORTS = """
 import sys

@@ -156,8 +156,10 @@ class _Raw:
 
 
 # The spellings marshmallow's Boolean (what environs used) accepts, so no .env changes meaning.
-_TRUE = frozenset({"1", "t", "T", "true", "True", "TRUE", "on", "On", "ON", "y", "Y", "yes", "Yes", "YES"})
-_FALSE = frozenset({"0", "f", "F", "false", "False", "FALSE", "off", "Off", "OFF", "n", "N", "no", "No", "NO"})
+_TRUE = frozenset(["1", "t", "T", "true", "True", "TRUE", "on", "On", "ON", "y", "Y", "yes", "Yes", "YES"])
+_FALSE = frozenset(
+    ["0", "f", "F", "false", "False", "FALSE", "off", "Off", "OFF", "n", "N", "no", "No", "NO"]
+)
 
 
 class _Env:

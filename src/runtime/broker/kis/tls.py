@@ -57,6 +57,7 @@ class VerifyingPoolManager(urllib3.PoolManager):
         self, scheme: str, host: str, port: int, request_context: dict[str, Any] | None = None
     ) -> urllib3.HTTPConnectionPool:
         if scheme == "https":
-            request_context = dict(request_context if request_context is not None else self.connection_pool_kw)
+            base = request_context if request_context is not None else self.connection_pool_kw
+            request_context = dict(base)
             request_context["ssl_context"] = tls_context(self._ca_bundle)
         return super()._new_pool(scheme, host, port, request_context)
