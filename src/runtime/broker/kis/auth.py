@@ -55,6 +55,9 @@ __all__ = [
 ]
 
 KST = ZoneInfo("Asia/Seoul")
+# parse_kst's accepted shape: d is an ASCII digit, anything else itself.
+_KST_SHAPE = "dddd-dd-dd dd:dd:dd"
+_DIGITS = frozenset("0123456789")
 TOKEN_PATH = "/oauth2/tokenP"  # noqa: S105 (a URL path, not a password)
 REVOKE_PATH = "/oauth2/revokeP"
 APPROVAL_PATH = "/oauth2/Approval"
@@ -110,9 +113,18 @@ def revoke_body(app_key: str, app_secret: str, token: str) -> bytes:
 
 
 def parse_kst(text: str) -> datetime:
-    """KIS's naive ``YYYY-MM-DD HH:MM:SS`` in Korea time, as an aware UTC datetime."""
-    naive = datetime.strptime(text.strip(), _KST_FORMAT)
-    return naive.replace(tzinfo=KST).astimezone(UTC)
+    """KIS's naive ``YYYY-MM-DD HH:MM:SS`` in Korea time, as an aware UTC datetime.
+
+    ValueError for anything else. ``fromisoformat`` behind an exact shape check, not
+    ``strptime``: the latter costs ~3 ms on its first use (it imports and compiles its locale
+    tables), all of it on a process's first tokenP."""
+    value = text.strip()
+    if len(value) != len(_KST_SHAPE) or any(
+        (c in _DIGITS) != (shape == "d") or (shape != "d" and c != shape)
+        for c, shape in zip(value, _KST_SHAPE, strict=True)
+    ):
+        raise ValueError("not YYYY-MM-DD HH:MM:SS")
+    return datetime.fromisoformat(value).replace(tzinfo=KST).astimezone(UTC)
 
 
 def format_kst(moment: datetime) -> str:
