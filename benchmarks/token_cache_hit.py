@@ -6,7 +6,7 @@ batches; under the GIL a batch that spans a thread switch is slow, which shows i
 the median. The store is wrapped in a counter: a hit must not read the store (no filesystem
 access for the file store) and must not issue.
 
-Targets: median <= 1 us per call on one thread; median <= 5 us per call with 32 threads;
+Targets: median <= 0.3 us per call on one thread; median <= 5 us per call with 32 threads;
 0 store reads and 0 issuances during the hits.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from datetime import timedelta
 
 from _common import REPO, Measured, distribution, perf_ns, run_script, target
 from runtime.auth.stores.memory import InMemoryTokenStore
@@ -24,7 +25,7 @@ from runtime.clock import SystemClock
 sys.path.insert(0, str(REPO))
 from tests.support.fakes import FakeBroker
 
-SINGLE_TARGET_US = 1.0
+SINGLE_TARGET_US = 0.3  # issue #16
 THREADED_TARGET_US = 5.0
 THREADS = 32
 
@@ -46,7 +47,21 @@ class CountingStore(InMemoryTokenStore):
         super().save(scope, token)
 
 
-def _batches(cache: TokenCache, batches: int, size: int) -> list[float]:
+class _Floor:
+    """The least a hit can do: one attribute, one clock read, one comparison, one return."""
+
+    def __init__(self, clock: SystemClock, token: object) -> None:
+        self._now = clock.now
+        self._entry = (token, clock.now() + timedelta(hours=1))
+
+    def get(self) -> object:
+        entry = self._entry
+        if self._now() < entry[1]:
+            return entry[0]
+        return None
+
+
+def _batches(cache: TokenCache | _Floor, batches: int, size: int) -> list[float]:
     """Per-call microseconds of ``batches`` timed batches of ``size`` calls each."""
     get = cache.get
     out: list[float] = []
@@ -70,7 +85,12 @@ def run(quick: bool) -> Measured:
     issued_before, loads_before = broker.issue_calls, store.loads
 
     _batches(cache, max(10, single_batches // 10), batch)  # warm the interpreter's caches
-    single = _batches(cache, single_batches, batch)
+    floor_cache = _Floor(clock, cache.peek())
+    single: list[float] = []
+    floor: list[float] = []
+    for _ in range(10):  # interleaved, so drift hits both alike
+        single += _batches(cache, single_batches // 10, batch)
+        floor += _batches(floor_cache, single_batches // 10, batch)
 
     per_thread: list[list[float]] = [[] for _ in range(THREADS)]
     start = threading.Barrier(THREADS)
@@ -91,11 +111,14 @@ def run(quick: bool) -> Measured:
     issuances = broker.issue_calls - issued_before
 
     one = distribution(single)
+    bottom = distribution(floor)
     many = distribution(threaded)
     total_calls = THREADS * thread_batches * batch
     figures = {
         "single_thread_get_us": one,
         "threads_32_get_us": many,
+        "floor_get_us": bottom,
+        "single_thread_over_floor_ns": round((one["median"] - bottom["median"]) * 1000),
         "threads_32_aggregate_calls_per_s": round(total_calls / wall_s),
         "batch_size": batch,
         "store_reads_during_hits": store_reads,
