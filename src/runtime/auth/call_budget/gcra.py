@@ -152,7 +152,7 @@ def reserve(state: BudgetState | None, now: float, policy: BudgetPolicy, max_wai
     if wait > max_wait:
         return Refusal(wait, ahead)
     interval = policy.interval * (SLOW_FACTOR if now < state.slow_until else 1.0)
-    booked = attrs.evolve(
+    booked = _evolve(
         state,
         tat=slot + interval,
         starts=(*state.starts, slot)[-STARTS_KEPT:],
@@ -185,7 +185,7 @@ def start(
     if any(_waiting(e, now) for e in entries[:mine]):
         return state, QUEUE_POLL_S
     sent = tuple(now if i == mine else x for i, x in enumerate(state.sent))
-    return attrs.evolve(state, sent=sent), 0.0
+    return _evolve(state, sent=sent), 0.0
 
 
 def release(state: BudgetState | None, now: float, slot: float) -> BudgetState | None:
@@ -197,7 +197,7 @@ def release(state: BudgetState | None, now: float, slot: float) -> BudgetState |
         return state
     sent = tuple((x or now) if i == mine else x for i, x in enumerate(state.sent))
     done = tuple(now if i == mine else x for i, x in enumerate(state.done))
-    return attrs.evolve(state, sent=sent, done=done)
+    return _evolve(state, sent=sent, done=done)
 
 
 def penalize(state: BudgetState | None, now: float, hold_s: float) -> BudgetState:
@@ -205,7 +205,7 @@ def penalize(state: BudgetState | None, now: float, hold_s: float) -> BudgetStat
 
     Idempotent for processes that hit the limit together: ``max``, not a sum."""
     state = _pruned(state or BudgetState(tat=now), now)
-    return attrs.evolve(
+    return _evolve(
         state,
         tat=max(state.tat, now + max(hold_s, 0.0)),
         slow_until=max(state.slow_until, now + SLOW_FOR_S),
@@ -262,11 +262,35 @@ def _may_matter(entry: _Entry, now: float) -> bool:
 def _pruned(state: BudgetState, now: float) -> BudgetState:
     """Without the bookings that can no longer share a KIS second with a new call."""
     keep = [i for i, e in enumerate(_entries(state)) if _may_matter(e, now)]
-    return attrs.evolve(
+    if len(keep) == len(state.starts):
+        return state  # nothing to drop: the same (frozen) value
+    return _evolve(
         state,
         starts=tuple(state.starts[i] for i in keep),
         sent=tuple(state.sent[i] for i in keep),
         done=tuple(state.done[i] for i in keep),
+    )
+
+
+def _evolve(
+    state: BudgetState,
+    *,
+    tat: float | None = None,
+    starts: tuple[float, ...] | None = None,
+    sent: tuple[float, ...] | None = None,
+    done: tuple[float, ...] | None = None,
+    slow_until: float | None = None,
+    limit_per_s: float | None = None,
+) -> BudgetState:
+    """``attrs.evolve`` for BudgetState, written out: evolve introspects the class on every call
+    (~4 us each, five per booked call on the pacing path)."""
+    return BudgetState(
+        state.tat if tat is None else tat,
+        state.starts if starts is None else starts,
+        state.sent if sent is None else sent,
+        state.done if done is None else done,
+        state.slow_until if slow_until is None else slow_until,
+        state.limit_per_s if limit_per_s is None else limit_per_s,
     )
 
 
