@@ -8,19 +8,21 @@ after a broken or 5xx answer; tokenP and other POSTs are not (tokenP is rate lim
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import urllib3
 
+from runtime import scrub
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
 from runtime.broker.kis import auth
 from runtime.broker.kis.transport import HttpReply, exchange
 from runtime.clock import ClockPort, SystemClock
-from runtime.errors import BrokerUnavailableError, OrderRefusedError, ScopeMismatchError
-from runtime.masking import mask
+from runtime.deadline import Deadline
+from runtime.errors import BrokerUnavailableError, OrderRefusedError, QTSError, ScopeMismatchError
 from runtime.settings import AppCredentials
 
 __all__ = ["KISBrokerAdapter", "tr_id_for_mode"]
@@ -59,6 +61,9 @@ class KISBrokerAdapter:
         self._clock: ClockPort = clock or SystemClock()
         self._timeout_s = timeout_s
         self._scope = BrokerScope(mode, credentials.fingerprint)
+        # From here on no fragment of either credential can reach a log record or an error.
+        scrub.register(credentials.app_key, permanent=True)
+        scrub.register(credentials.app_secret, permanent=True)
         # Built once: the per-call work is adding three headers, not re-encoding these.
         self._call_headers = {
             "content-type": _JSON,
@@ -92,6 +97,10 @@ class KISBrokerAdapter:
         return f"KISBrokerAdapter(scope={self._scope}, base_url={self._base_url!r})"
 
     def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+        with _scrubbed_errors():
+            return self._issue_token(timeout_s)
+
+    def _issue_token(self, timeout_s: float | None) -> AccessToken:
         body = auth.token_body(self._credentials.app_key, self._credentials.app_secret)
         reply = self._exchange(
             "POST", auth.TOKEN_PATH, self._auth_headers, timeout_s, body=body, idempotent=False
@@ -103,10 +112,16 @@ class KISBrokerAdapter:
             now=self._clock.now(),
             scrub=self._scrub,
         )
+        scrub.register(token.value)
         _log.debug("tokenP answered for %s: %s", self._scope, token.masked)
         return token
 
     def revoke_token(self, token: AccessToken, *, timeout_s: float | None = None) -> None:
+        with _scrubbed_errors():
+            self._revoke_token(token, timeout_s)
+
+    def _revoke_token(self, token: AccessToken, timeout_s: float | None) -> None:
+        scrub.register(token.value)
         self._check_scope(token)
         body = auth.revoke_body(self._credentials.app_key, self._credentials.app_secret, token.value)
         reply = self._exchange(
@@ -118,6 +133,11 @@ class KISBrokerAdapter:
     def send(
         self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
     ) -> BrokerResponse:
+        with _scrubbed_errors():
+            return self._send(request, token, timeout_s)
+
+    def _send(self, request: BrokerRequest, token: AccessToken, timeout_s: float | None) -> BrokerResponse:
+        scrub.register(token.value)
         if token.scope is not self._scope:  # tokens this adapter issued share its scope object
             self._check_scope(token)
         if request.is_order:
@@ -160,16 +180,15 @@ class KISBrokerAdapter:
         query: Mapping[str, Any] | None = None,
         idempotent: bool,
     ) -> HttpReply:
-        budget = self._timeout_s if timeout_s is None else timeout_s
-        deadline = self._clock.monotonic() + budget
+        budget = self._timeout_s if timeout_s is None else max(timeout_s, 0.0)
+        deadline = Deadline.after(self._clock, budget)
         url = self._base_url + path
         for attempt in range(_MAX_ATTEMPTS):
-            left = deadline - self._clock.monotonic()
-            if left <= 0:
+            if deadline.expired:
                 raise BrokerUnavailableError(f"no answer from KIS within the {budget:g} s deadline")
             try:
                 reply = exchange(
-                    self._http, method, url, headers=headers, timeout_s=left, body=body, query=query
+                    self._http, method, url, headers=headers, deadline=deadline, body=body, query=query
                 )
             except BrokerUnavailableError as exc:
                 if attempt + 1 == _MAX_ATTEMPTS or not (idempotent or not exc.request_sent):
@@ -180,7 +199,7 @@ class KISBrokerAdapter:
                     return reply
                 _log.debug("%s %s answered HTTP %d; trying again", method, path, reply.status)
             pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-            if deadline - self._clock.monotonic() <= pause:
+            if deadline.remaining() <= pause:
                 break
             self._clock.sleep(pause)
         raise BrokerUnavailableError(f"KIS stayed unavailable for {budget:g} s")
@@ -190,8 +209,20 @@ class KISBrokerAdapter:
             raise ScopeMismatchError(f"a token of {token.scope} cannot be used for {self._scope}")
 
     def _scrub(self, text: str, *also: str) -> str:
-        """Server text may echo what we sent; never let a secret ride out in an error message."""
-        for secret in (self._credentials.app_secret, self._credentials.app_key, *also):
-            if secret and secret in text:
-                text = text.replace(secret, mask(secret))
-        return text
+        """Server text may echo what we sent, whole or in part: no fragment of a secret rides out."""
+        for secret in also:
+            scrub.register(secret)
+        return scrub.scrub(text)
+
+
+@contextlib.contextmanager
+def _scrubbed_errors() -> Iterator[None]:
+    """Every exception leaving the adapter: text and chain scrubbed, foreign links cut off."""
+    try:
+        yield
+    except QTSError as exc:
+        scrub.scrub_exception(exc, ours=QTSError)
+        raise
+    except Exception as exc:  # a bug: still no secret in its text
+        scrub.scrub_exception(exc, ours=QTSError)
+        raise

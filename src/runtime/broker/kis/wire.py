@@ -8,12 +8,12 @@ names fields, never values: a hostile body must not smuggle a token into a log l
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any, TypeVar
 
 import attrs
 import cattrs
 
+from runtime import safejson
 from runtime.errors import MalformedResponseError
 
 __all__ = [
@@ -113,22 +113,13 @@ def decode_json_object(body: bytes, what: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise MalformedResponseError(f"{what} is not UTF-8 text") from None
     try:
-        data = _decoder().decode(text)
-    except (ValueError, RecursionError):
+        # Bounded: nesting, number length, NaN/Infinity and 1e999 (which would become inf).
+        data = safejson.loads(text)
+    except safejson.JSONRefused:
         raise MalformedResponseError(f"{what} is not valid JSON") from None
     if not isinstance(data, dict):
         raise MalformedResponseError(f"{what} is JSON but not an object")
     return data
-
-
-@functools.cache
-def _decoder() -> json.JSONDecoder:
-    # One decoder for every answer: json.loads with options would build a new one per call.
-    return json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _notes(exc: BaseException) -> list[str]:
