@@ -10,8 +10,6 @@ completed after the deadline must not be used (a late tokenP answer is never cac
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -25,88 +23,12 @@ from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.broker.kis.transport import MAX_HEADER_BYTES
 from runtime.errors import BrokerUnavailableError, MalformedResponseError
 from runtime.settings import AppCredentials, Settings
+from tests.hostile.drip import DRIP_S, DripServer, Script
 from tests.hostile.support import APP_KEY, APP_SECRET, PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, fresh_token
 from tests.support.kis import recorded, token_reply
-from tests.support.servers import LOOPBACK
 
 DEADLINE_S = 1.5
 SLACK_S = 0.5  # the promise: deadline + 0.5 s of wall time
-DRIP_S = 0.3
-
-Script = Callable[[], Iterator[bytes]]
-
-
-class DripServer:
-    """Reads one request, then sends the pieces ``script`` yields, pausing ``pause_s`` after each."""
-
-    def __init__(self, script: Script, pause_s: float = DRIP_S) -> None:
-        self._script = script
-        self._pause_s = pause_s
-        self._stop = threading.Event()
-        self._listener = socket.create_server((LOOPBACK, 0))
-        self._listener.settimeout(0.05)
-        self._threads: list[threading.Thread] = []
-        self.requests = 0
-        self.finished_sending: list[float] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self._listener.getsockname()[1]}"
-
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
-        for thread in self._threads:
-            thread.join(5)
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            try:
-                _read_request(conn)
-                self.requests += 1
-                for piece in self._script():
-                    if self._stop.is_set():
-                        return
-                    conn.sendall(piece)
-                    self._stop.wait(self._pause_s)
-                self.finished_sending.append(time.monotonic())
-                self._stop.wait(3)
-            except OSError:
-                return  # the client shut the connection: what we want
-
-
-def _read_request(conn: socket.socket) -> None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
-    while len(rest) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        rest += chunk
 
 
 def _bytes(data: bytes) -> Iterator[bytes]:
@@ -279,14 +201,10 @@ def test_a_whole_call_through_the_runtime_keeps_to_its_deadline() -> None:
     price = _answer("call")
 
     class Router(DripServer):
-        def _serve(self, conn: socket.socket) -> None:
-            peek = conn.recv(64, socket.MSG_PEEK)
-            self._script = (
-                (lambda: iter([_head(len(body)) + body]))
-                if b"tokenP" in peek
-                else (lambda: _bytes(_head(len(price)) + price))
-            )
-            super()._serve(conn)
+        def script_for(self, head: bytes) -> Script:
+            if b"tokenP" in head:
+                return lambda: iter([_head(len(body)) + body])
+            return lambda: _bytes(_head(len(price)) + price)
 
     server = Router(lambda: iter(()))
     settings = Settings(
