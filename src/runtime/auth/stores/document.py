@@ -7,16 +7,20 @@ store turns into a miss with a warning, never an error and never a served bad to
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
+from runtime import safejson
 from runtime.auth.ports import IssuanceLedger
 from runtime.broker.base import AccessToken, BrokerScope
 from runtime.errors import ScopeMismatchError
+from runtime.masking import fingerprint
 
 __all__ = [
+    "MAX_DOCUMENT_BYTES",
     "SCHEMA_VERSION",
     "UnreadableEntry",
     "check_scope",
@@ -25,12 +29,16 @@ __all__ = [
     "ledger_from_document",
     "load_all",
     "parse_document",
+    "token_belongs_to",
     "token_from_document",
     "token_to_json",
 ]
 
 #: The ``schema`` field of every document this version writes; documents with another one are misses.
 SCHEMA_VERSION = 1
+#: A document is well under 1 KiB; every store reads at most this much of one.
+MAX_DOCUMENT_BYTES = 64 * 1024
+_MAX_DEPTH = 4  # the document nests 3 levels: {"token": {...}}
 
 
 class UnreadableEntry(Exception):
@@ -65,10 +73,14 @@ def empty_document(scope: BrokerScope) -> dict[str, Any]:
 
 def parse_document(raw: bytes, scope: BrokerScope) -> dict[str, Any]:
     """The checked document of ``scope`` (file or Redis value), or UnreadableEntry saying why not."""
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise UnreadableEntry(f"{len(raw)} bytes is far too large for a token document")
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UnreadableEntry("not valid JSON (truncated or corrupt)") from None
+        data = safejson.loads(raw.decode("utf-8"), max_depth=_MAX_DEPTH)
+    except UnicodeDecodeError:
+        raise UnreadableEntry("not UTF-8 text") from None
+    except safejson.JSONRefused as why:  # corrupt, truncated, too deep, a 5000-digit number...
+        raise UnreadableEntry(f"not a token document ({why})") from None
     if not isinstance(data, dict):
         raise UnreadableEntry("not a JSON object")
     if data.get("schema") != SCHEMA_VERSION:
@@ -107,12 +119,38 @@ def _token_from_raw(raw: object, scope: BrokerScope) -> AccessToken:
     issued_at = _datetime_or_none(raw["issued_at"], "issued_at")
     if expires_at is None or issued_at is None:
         raise UnreadableEntry("the token entry lacks its times")
+    if not token_belongs_to(value, scope):
+        raise UnreadableEntry(f"the token names another app key than {scope} (JWT jti); never sent")
     try:
         return AccessToken(
             value=value, token_type=token_type, expires_at=expires_at, issued_at=issued_at, scope=scope
         )
     except ValueError:
         raise UnreadableEntry("the token entry does not pass validation") from None
+
+
+def token_belongs_to(value: str, scope: BrokerScope) -> bool:
+    """False when ``value`` is a JWT whose ``jti`` (KIS puts the app key there) is another key's.
+
+    The runtime holds no app key, but it holds the key's fingerprint: the jti's fingerprint must
+    match the scope's. A token of the other mode (another key) or of another account planted in
+    a store is refused here, whatever store it came from. A token that is not a readable JWT
+    carries no claim to check and passes (KIS's tokens are JWTs; test doubles may not be)."""
+    jti = _jwt_jti(value)
+    return jti is None or fingerprint(jti) == scope.key_fingerprint
+
+
+def _jwt_jti(value: str) -> str | None:
+    parts = value.split(".")
+    if len(parts) != 3 or len(parts[1]) > 8192:
+        return None
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = safejson.loads(payload.decode("utf-8"), max_depth=8)
+    except (binascii.Error, ValueError):
+        return None
+    jti = claims.get("jti") if isinstance(claims, dict) else None
+    return jti if isinstance(jti, str) else None
 
 
 def ledger_from_document(data: dict[str, Any]) -> IssuanceLedger:

@@ -25,9 +25,13 @@ from typing import Any
 
 import redis
 import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from runtime.auth.ports import ClockPort, IssuanceLedger
+from runtime.auth.stores.bounds import seconds_left, within
 from runtime.auth.stores.document import (
+    MAX_DOCUMENT_BYTES,
     UnreadableEntry,
     check_scope,
     empty_document,
@@ -39,6 +43,7 @@ from runtime.auth.stores.document import (
     token_to_json,
 )
 from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.deadline import Deadline
 from runtime.errors import TokenStoreError
 
 __all__ = ["RedisTokenStore"]
@@ -48,6 +53,8 @@ _log = logging.getLogger(__name__)
 _LEDGER_TTL = timedelta(hours=1)
 _MIN_TTL = timedelta(seconds=1)
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_SOCKET_TIMEOUT_S = 5.0
+_RELEASE_GRACE_S = 0.25  # releasing a lock past the deadline beats leaving it for the whole lease
 
 
 class RedisTokenStore:
@@ -68,6 +75,7 @@ class RedisTokenStore:
     ) -> None:
         if not _PREFIX.fullmatch(prefix):
             raise ValueError("prefix must be 1-64 letters, digits, '_', '-' or '.'")
+        _bound_connections(client)
         self._client = client
         self._clock = clock
         self._prefix = prefix
@@ -77,7 +85,13 @@ class RedisTokenStore:
     def from_url(cls, url: str, clock: ClockPort, **options: Any) -> RedisTokenStore:
         """A store on the server ``url`` names (``redis://``, ``rediss://``, ``unix://``).
         Connects lazily; raises ValueError for a URL redis-py cannot read."""
-        client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        # No retries inside redis-py: one attempt per operation, within the call's time left.
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=_SOCKET_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
         return cls(client, clock, **options)
 
     def _key(self, kind: str, scope: BrokerScope) -> str:
@@ -123,11 +137,14 @@ class RedisTokenStore:
 
     @contextlib.contextmanager
     def issuance_lock(self, scope: BrokerScope, timeout_s: float) -> Iterator[None]:
-        """The scope's lock across hosts; not reentrant (the cache takes it once per get)."""
+        """The scope's lock across hosts; not reentrant (the cache takes it once per get).
+
+        Waits at most ``timeout_s``, and never past the current call's deadline."""
+        timeout_s = seconds_left(max(timeout_s, 0.0), "token lock")
         lock = self._client.lock(
             self._key("lock", scope),
             timeout=self._lease_s,
-            blocking_timeout=max(timeout_s, 0.0),
+            blocking_timeout=timeout_s,
             thread_local=True,
         )
         with self._errors("lock"):
@@ -140,7 +157,8 @@ class RedisTokenStore:
             yield
         finally:
             try:
-                lock.release()
+                with within(Deadline.after(self._clock, _RELEASE_GRACE_S)):
+                    lock.release()
             except redis.exceptions.LockError:
                 _log.warning(
                     "the token lock for %s expired before release (lease %g s); another holder may "
@@ -148,7 +166,7 @@ class RedisTokenStore:
                     scope,
                     self._lease_s,
                 )
-            except redis.exceptions.RedisError as exc:
+            except (redis.exceptions.RedisError, TokenStoreError) as exc:
                 _log.warning("could not release the token lock for %s: %s", scope, exc)
 
     # --- listing ----------------------------------------------------------------------
@@ -165,12 +183,24 @@ class RedisTokenStore:
     # --- helpers -------------------------------------------------------------------------------
 
     def _get_document(self, key: str, scope: BrokerScope) -> dict[str, Any] | None:
-        with self._errors("read from"):
-            raw = self._client.get(key)
-        if raw is None:
+        # GETRANGE, never GET: a 128 MiB value planted at the key costs one bounded read.
+        try:
+            with self._errors("read from"):
+                raw = self._client.getrange(key, 0, MAX_DOCUMENT_BYTES)
+        except TokenStoreError as exc:
+            if isinstance(exc.__cause__, redis.exceptions.ResponseError):  # WRONGTYPE: not ours
+                _log.warning("ignoring Redis key %s: it is not a string value", key)
+                return None
+            raise
+        if not raw:  # a missing key reads as empty; a document is never empty
             return None
         if not isinstance(raw, bytes):
             raw = str(raw).encode("utf-8")
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            _log.warning(
+                "ignoring Redis key %s: more than %d bytes is not a token document", key, MAX_DOCUMENT_BYTES
+            )
+            return None
         try:
             return parse_document(raw, scope)
         except UnreadableEntry as why:
@@ -191,3 +221,52 @@ def _dump(document: dict[str, Any]) -> bytes:
 
 def _ms(duration: timedelta) -> int:
     return max(int(duration.total_seconds() * 1000), 1)
+
+
+def _bound_connections(client: redis.Redis) -> None:
+    """Make every connection of ``client`` bound each command by the call's time left.
+
+    redis-py's socket timeout is fixed per connection; a paused server would hold a command
+    for all of it (5 s) against a 2 s deadline. The subclass sets the socket's timeout to
+    :func:`~runtime.auth.stores.bounds.seconds_left` before each send and each read."""
+    pool = client.connection_pool
+    base = pool.connection_class
+    if getattr(base, "_qts_bounded", False):
+        return
+    pool.connection_class = _bounded_class(base)
+
+
+_BOUNDED: dict[type[Any], type[Any]] = {}
+
+
+def _bounded_class(base: type[Any]) -> type[Any]:
+    cls = _BOUNDED.get(base)
+    if cls is not None:
+        return cls
+
+    def _bound(self: Any) -> None:
+        usual = getattr(self, "_qts_usual_timeout", None)
+        if usual is None:
+            usual = self._qts_usual_timeout = self.socket_timeout or _SOCKET_TIMEOUT_S
+        left = seconds_left(usual, "Redis command")
+        self.socket_timeout = left
+        self.socket_connect_timeout = min(left, _SOCKET_TIMEOUT_S)
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
+            sock.settimeout(left)
+
+    def send_packed_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _bound(self)
+        return base.send_packed_command(self, *args, **kwargs)
+
+    def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _bound(self)
+        return base.read_response(self, *args, **kwargs)
+
+    cls = type(
+        f"Bounded{base.__name__}",
+        (base,),
+        {"send_packed_command": send_packed_command, "read_response": read_response, "_qts_bounded": True},
+    )
+    _BOUNDED[base] = cls
+    return cls
