@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import dotenv
 import environs
 
 from runtime.broker.base import Mode
@@ -20,7 +22,10 @@ from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
 
 __all__ = [
     "ENV_VARIABLES",
+    "ROUTING_VARIABLES",
     "default_token_folder",
+    "find_env_file",
+    "found_env_problems",
     "load_settings",
     "load_store_spec",
     "parse_base_url",
@@ -44,23 +49,49 @@ ENV_VARIABLES = (
     "QTS_MAX_RPS",
 )
 
+#: Variables that decide where credentials (and tokens) go. They come only from the process
+#: environment or a file named explicitly, never from a ``.env`` merely found in the working
+#: folder: a cloned repository can carry one (KIS_MODE=REAL plus a base URL of its choosing).
+ROUTING_VARIABLES = (
+    "KIS_VTS_BASE_URL",
+    "KIS_REAL_BASE_URL",
+    "KIS_VTS_WS_URL",
+    "KIS_REAL_WS_URL",
+    "KIS_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "QTS_TOKEN_STORE",
+)
+#: What a found ``.env`` may set: the mode, the keys and the runtime's tuning knobs.
+_FOUND_ALLOWED = re.compile(r"KIS_MODE|KIS_(VTS|REAL)_APP_(KEY|SECRET)|QTS_[A-Z0-9_]+")
+_DEFAULT_STORES = ("", "memory", "file")
+
 _MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
 _MAX_DEADLINE_S = 600.0
 _MAX_RPS = 20.0  # KIS_API.md §11: REAL allows 20 calls per second per key
 
 
-def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Settings:
+def find_env_file() -> Path | None:
+    """``./.env`` when the working folder has one (what ``qts`` reads without ``--env-file``)."""
+    path = Path(".env")
+    return path if path.is_file() else None
+
+
+def load_settings(
+    env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None, found: bool = False
+) -> Settings:
     """Read settings from the environment and, if given, ``env_file`` (the environment wins).
 
     ``mode`` overrides ``KIS_MODE`` (the CLI's ``--mode``). Raises ConfigError listing every
     problem found. No ``.env`` is searched for implicitly: pass the file you mean.
+
+    ``found`` says the file was only found in the working folder, not named by the user: it may
+    then set the mode, the keys and QTS_* knobs, but never where credentials go (see
+    :data:`ROUTING_VARIABLES`); a found file that tries is refused with ConfigError.
     """
     env = environs.Env(eager=False)
     if env_file is not None:
-        path = Path(env_file)
-        if not path.is_file():
-            raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
-        env.read_env(path, recurse=False)
+        _read_env_file(env, Path(env_file), found=found)
 
     problems: dict[str, str] = {}
     raw_mode = mode if mode is not None else env.str("KIS_MODE", "VTS")
@@ -142,18 +173,59 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
     )
 
 
-def load_store_spec(env_file: str | os.PathLike[str] | None = None) -> TokenStoreSpec:
-    """Only ``QTS_TOKEN_STORE`` (for ``qts status``, which needs no keys). Raises ConfigError."""
+def load_store_spec(env_file: str | os.PathLike[str] | None = None, *, found: bool = False) -> TokenStoreSpec:
+    """Only ``QTS_TOKEN_STORE`` (for ``qts status``, which needs no keys). Raises ConfigError.
+
+    ``found`` as for :func:`load_settings`."""
     env = environs.Env(eager=False)
     if env_file is not None:
-        if not Path(env_file).is_file():
-            raise ConfigError(f"env file {str(env_file)!r} does not exist or is not a file")
-        env.read_env(Path(env_file), recurse=False)
+        _read_env_file(env, Path(env_file), found=found)
     raw = env.str("QTS_TOKEN_STORE", "file")
     try:
         return parse_store_spec(raw)
     except ValueError as exc:
         raise _config_error({"QTS_TOKEN_STORE": str(exc)}) from None
+
+
+def _read_env_file(env: environs.Env, path: Path, *, found: bool) -> None:
+    if not path.is_file():
+        raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
+    if not found:
+        env.read_env(path, recurse=False)  # named by the user: trusted like the environment
+        return
+    try:
+        values = dotenv.dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {str(path)!r}: {type(exc).__name__}") from None
+    refused = found_env_problems(values)
+    if refused:
+        names = ", ".join(refused)
+        raise ConfigError(
+            f"{str(path)!r} was found in the working folder (not named with --env-file) and sets "
+            f"{names}. A .env that is only found may set KIS_MODE, the app keys and QTS_* options, "
+            f"never where credentials go. Set {names} in the process environment "
+            f"(export {refused[0]}=...), or name the file explicitly: qts --env-file {path} ...",
+            problems=dict.fromkeys(refused, "not accepted from a .env that was only found"),
+        )
+    for name, value in values.items():
+        # Like load_dotenv(override=False), but only the names a found file may set.
+        if value is not None and _FOUND_ALLOWED.fullmatch(name) and name not in os.environ:
+            os.environ[name] = value
+
+
+def found_env_problems(values: dict[str, str | None]) -> list[str]:
+    """The variables of a found ``.env`` that decide where credentials go, sorted (pure)."""
+    refused = []
+    for name, value in values.items():
+        text = (value or "").strip()
+        if not text:
+            continue  # an empty line (as in .env.example) sends nothing anywhere
+        if name == "QTS_TOKEN_STORE":
+            if text.lower() not in _DEFAULT_STORES:
+                refused.append(name)
+        elif name in ROUTING_VARIABLES or (name.startswith("KIS_") and name.endswith("_URL")):
+            refused.append(name)
+    return sorted(refused)
 
 
 def default_token_folder() -> Path:

@@ -21,17 +21,21 @@ PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
 PRICE_TR_ID = "FHKST01010100"
 
 
-def _env_file(args: argparse.Namespace) -> Path | None:
+def _env_file(args: argparse.Namespace) -> tuple[Path | None, bool]:
+    """The settings file and whether it was only found (``./.env``) rather than named."""
     if getattr(args, "env_file", None):
-        return Path(args.env_file)
-    default = Path(".env")
-    return default if default.is_file() else None
+        return Path(args.env_file), False
+    from runtime.config import find_env_file
+
+    found = find_env_file()
+    return found, found is not None
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     from runtime.config import load_settings
 
-    return load_settings(_env_file(args), mode=getattr(args, "mode", None))
+    path, found = _env_file(args)
+    return load_settings(path, mode=getattr(args, "mode", None), found=found)
 
 
 def _runtime(
@@ -43,6 +47,12 @@ def _runtime(
     settings = settings or _settings(args)
     if settings.mode is Mode.REAL:
         out.real_marker(machine_stdout=machine_stdout)
+    if settings.base_url != settings.mode.official_base_url:
+        # Whoever set the URL, the person running qts sees where the keys are about to go.
+        out.error(
+            f"qts: note: {settings.mode.value} requests go to {settings.base_url}, "
+            f"not to KIS's official host {settings.mode.official_base_url}"
+        )
     return build_runtime(settings, on_wait=_countdown(out))
 
 
@@ -109,7 +119,8 @@ def status(args: argparse.Namespace, out: Output) -> int:
     from runtime.config import default_token_folder, load_store_spec
     from runtime.settings import StoreKind, TokenStoreSpec
 
-    spec = load_store_spec(_env_file(args))
+    path, found = _env_file(args)
+    spec = load_store_spec(path, found=found)
     if spec.kind is StoreKind.FILE and spec.location is None:
         spec = TokenStoreSpec(StoreKind.FILE, str(default_token_folder()))  # show where it is
     clock = SystemClock()
