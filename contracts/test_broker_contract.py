@@ -15,6 +15,7 @@ import attrs
 import pytest
 import urllib3
 
+from contracts.support import FakeBroker
 from kis_emulator import EmulatorConfig, KISEmulator, demo_account
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerRequest, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
@@ -22,7 +23,6 @@ from runtime.clock import ClockPort, FakeClock, SystemClock
 from runtime.errors import OrderRefusedError, ScopeMismatchError, TokenRejectedError
 from runtime.masking import fingerprint
 from runtime.settings import AppCredentials
-from tests.support.fakes import FakeBroker
 
 PRICE = BrokerRequest(
     "GET",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from contracts.support import redis_server
 from runtime.auth.ports import (
     IssuanceLedger,
     TokenStorePort,
@@ -18,7 +19,6 @@ from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.clock import FakeClock
 from runtime.errors import ScopeMismatchError
 from runtime.masking import fingerprint
-from tests.runtime.stores.redis_server import redis_server
 
 
 def _file_store(request: pytest.FixtureRequest) -> TokenStorePort:

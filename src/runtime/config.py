@@ -9,10 +9,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
+import attrs
 import dotenv
 import environs
 
@@ -69,6 +72,7 @@ _DEFAULT_STORES = ("", "memory", "file")
 _MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
 _MAX_DEADLINE_S = 600.0
 _MAX_RPS = 20.0  # KIS_API.md §11: REAL allows 20 calls per second per key
+_T = TypeVar("_T")
 
 
 def find_env_file() -> Path | None:
@@ -89,22 +93,81 @@ def load_settings(
     then set the mode, the keys and QTS_* knobs, but never where credentials go (see
     :data:`ROUTING_VARIABLES`); a found file that tries is refused with ConfigError.
     """
+    env = _environment(env_file, found=found)
+    problems: dict[str, str] = {}
+    raw = _Raw.read(env, mode)
+    _seal(env, problems)
+    try:
+        active = Mode.parse(raw.mode)
+    except ValueError:
+        problems["KIS_MODE"] = f"{raw.mode!r} is not allowed; use VTS or REAL"
+        raise _config_error(problems) from None
+    app_key, app_secret = raw.keys[active]
+    for suffix, value in (("APP_KEY", app_key), ("APP_SECRET", app_secret)):
+        problem = _credential_problem(value)
+        if problem:
+            problems[f"KIS_{active.value}_{suffix}"] = problem
+    base_url = _checked(problems, f"KIS_{active.value}_BASE_URL", parse_base_url, raw.urls[active])
+    store = _checked(problems, "QTS_TOKEN_STORE", parse_store_spec, raw.store, empty_is_default=False)
+    max_rps = _check_numbers(raw, problems)
+    ca_bundle = Path(raw.ca).expanduser() if raw.ca else None
+    if ca_bundle is not None and not ca_bundle.is_file():
+        problems["KIS_CA_BUNDLE"] = f"{raw.ca!r} is not a readable file"
+    if problems:
+        raise _config_error(problems)
+    return Settings(
+        mode=active,
+        credentials=AppCredentials(app_key, app_secret),
+        base_url=base_url or active.official_base_url,
+        token_store=store or TokenStoreSpec(StoreKind.FILE),
+        refresh_margin=timedelta(seconds=raw.margin_s),
+        call_deadline_s=raw.deadline_s,
+        ca_bundle=ca_bundle,
+        wait_on_rate_limit=raw.wait_on_rate_limit,
+        max_rps=max_rps,
+    )
+
+
+@attrs.frozen
+class _Raw:
+    """The variables as read, before any check (environs reports its own parse errors on seal)."""
+
+    mode: str
+    margin_s: float
+    deadline_s: float
+    store: str
+    wait_on_rate_limit: bool
+    max_rps: str
+    ca: str
+    urls: dict[Mode, str]
+    keys: dict[Mode, tuple[str, str]]
+
+    @classmethod
+    def read(cls, env: environs.Env, mode: str | None) -> _Raw:
+        return cls(
+            mode=mode if mode is not None else env.str("KIS_MODE", "VTS"),
+            margin_s=env.float("QTS_REFRESH_MARGIN_S", 600.0),
+            deadline_s=env.float("QTS_CALL_DEADLINE_S", 20.0),
+            store=env.str("QTS_TOKEN_STORE", "file"),
+            wait_on_rate_limit=bool(env.bool("QTS_WAIT_ON_RATE_LIMIT", True)),
+            max_rps=env.str("QTS_MAX_RPS", ""),  # empty: the mode's default (VTS 2/s, REAL 15/s)
+            ca=env.str("KIS_CA_BUNDLE", ""),
+            urls={m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode},
+            keys={
+                m: (env.str(f"KIS_{m.value}_APP_KEY", ""), env.str(f"KIS_{m.value}_APP_SECRET", ""))
+                for m in Mode
+            },
+        )
+
+
+def _environment(env_file: str | os.PathLike[str] | None, *, found: bool = False) -> environs.Env:
     env = environs.Env(eager=False)
     if env_file is not None:
         _read_env_file(env, Path(env_file), found=found)
+    return env
 
-    problems: dict[str, str] = {}
-    raw_mode = mode if mode is not None else env.str("KIS_MODE", "VTS")
-    margin_s = env.float("QTS_REFRESH_MARGIN_S", 600.0)
-    deadline_s = env.float("QTS_CALL_DEADLINE_S", 20.0)
-    raw_store = env.str("QTS_TOKEN_STORE", "file")
-    wait_on_rate_limit = env.bool("QTS_WAIT_ON_RATE_LIMIT", True)
-    raw_max_rps = env.str("QTS_MAX_RPS", "")  # empty: the mode's default (VTS 2/s, REAL 15/s)
-    raw_ca = env.str("KIS_CA_BUNDLE", "")
-    raw_urls = {m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode}
-    raw_keys = {
-        m: (env.str(f"KIS_{m.value}_APP_KEY", ""), env.str(f"KIS_{m.value}_APP_SECRET", "")) for m in Mode
-    }
+
+def _seal(env: environs.Env, problems: dict[str, str]) -> None:
     try:
         env.seal()
     except environs.EnvValidationError as exc:
@@ -114,72 +177,46 @@ def load_settings(
         else:
             problems["environment"] = "; ".join(map(str, messages))
 
+
+def _checked(
+    problems: dict[str, str],
+    name: str,
+    parse: Callable[[str], _T],
+    text: str,
+    *,
+    empty_is_default: bool = True,
+) -> _T | None:
+    """``parse(text)``, or None for an empty ``text`` (the default) or a problem filed under ``name``."""
+    if not text and empty_is_default:
+        return None
     try:
-        active = Mode.parse(raw_mode)
-    except ValueError:
-        problems["KIS_MODE"] = f"{raw_mode!r} is not allowed; use VTS or REAL"
-        raise _config_error(problems) from None
-
-    app_key, app_secret = raw_keys[active]
-    for name, value in (
-        (f"KIS_{active.value}_APP_KEY", app_key),
-        (f"KIS_{active.value}_APP_SECRET", app_secret),
-    ):
-        problem = _credential_problem(value)
-        if problem:
-            problems[name] = problem
-
-    base_url = active.official_base_url
-    url_name = f"KIS_{active.value}_BASE_URL"
-    if raw_urls[active]:
-        try:
-            base_url = parse_base_url(raw_urls[active])
-        except ValueError as exc:
-            problems[url_name] = str(exc)
-
-    store = TokenStoreSpec(StoreKind.MEMORY)
-    try:
-        store = parse_store_spec(raw_store)
+        return parse(text)
     except ValueError as exc:
-        problems["QTS_TOKEN_STORE"] = str(exc)
+        problems[name] = str(exc)
+        return None
 
-    if "QTS_REFRESH_MARGIN_S" not in problems and not 0 <= margin_s <= _MAX_MARGIN_S:
-        problems["QTS_REFRESH_MARGIN_S"] = f"must be between 0 and {_MAX_MARGIN_S} seconds, got {margin_s:g}"
-    if "QTS_CALL_DEADLINE_S" not in problems and not 0 < deadline_s <= _MAX_DEADLINE_S:
-        problems["QTS_CALL_DEADLINE_S"] = (
-            f"must be above 0 and at most {_MAX_DEADLINE_S:g} seconds, got {deadline_s:g}"
+
+def _check_numbers(raw: _Raw, problems: dict[str, str]) -> float | None:
+    """Range checks for the numeric settings; returns QTS_MAX_RPS (None: the mode's default)."""
+    if "QTS_REFRESH_MARGIN_S" not in problems and not 0 <= raw.margin_s <= _MAX_MARGIN_S:
+        problems["QTS_REFRESH_MARGIN_S"] = (
+            f"must be between 0 and {_MAX_MARGIN_S} seconds, got {raw.margin_s:g}"
         )
-
-    max_rps = _optional_rate(raw_max_rps)
+    if "QTS_CALL_DEADLINE_S" not in problems and not 0 < raw.deadline_s <= _MAX_DEADLINE_S:
+        problems["QTS_CALL_DEADLINE_S"] = (
+            f"must be above 0 and at most {_MAX_DEADLINE_S:g} seconds, got {raw.deadline_s:g}"
+        )
+    max_rps = _optional_rate(raw.max_rps)
     if max_rps is not None and not 0 < max_rps <= _MAX_RPS:
         problems["QTS_MAX_RPS"] = f"must be a number above 0 and at most {_MAX_RPS:g} (KIS's REAL limit)"
-
-    ca_bundle = Path(raw_ca).expanduser() if raw_ca else None
-    if ca_bundle is not None and not ca_bundle.is_file():
-        problems["KIS_CA_BUNDLE"] = f"{raw_ca!r} is not a readable file"
-
-    if problems:
-        raise _config_error(problems)
-    return Settings(
-        mode=active,
-        credentials=AppCredentials(app_key, app_secret),
-        base_url=base_url,
-        token_store=store,
-        refresh_margin=timedelta(seconds=margin_s),
-        call_deadline_s=deadline_s,
-        ca_bundle=ca_bundle,
-        wait_on_rate_limit=bool(wait_on_rate_limit),
-        max_rps=max_rps,
-    )
+    return max_rps
 
 
 def load_store_spec(env_file: str | os.PathLike[str] | None = None, *, found: bool = False) -> TokenStoreSpec:
     """Only ``QTS_TOKEN_STORE`` (for ``qts status``, which needs no keys). Raises ConfigError.
 
     ``found`` as for :func:`load_settings`."""
-    env = environs.Env(eager=False)
-    if env_file is not None:
-        _read_env_file(env, Path(env_file), found=found)
+    env = _environment(env_file, found=found)
     raw = env.str("QTS_TOKEN_STORE", "file")
     try:
         return parse_store_spec(raw)

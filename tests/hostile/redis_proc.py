@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from tests.runtime.stores.redis_server import SKIP_REASON, _free_port, _ping
+from contracts.support import SKIP_REASON, _free_port, _ping
 
 
 @attrs.define

@@ -12,7 +12,7 @@ from pathlib import Path
 import filelock
 import pytest
 
-from kis_emulator import EmulatorConfig, KISEmulator
+from kis_emulator import KISEmulator
 from runtime.auth.pacing import Pacer
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores.file import FileTokenStore
@@ -20,11 +20,13 @@ from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.bootstrap import build_runtime
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, Mode
-from runtime.clock import FakeClock, SystemClock
+from runtime.clock import ClockPort, FakeClock, SystemClock
 from runtime.errors import BrokerUnavailableError, CallRateLimitedError, TokenStoreError
 from runtime.settings import AppCredentials, Settings
-from tests.hostile.support import APP_KEY, APP_SECRET, PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, TOKEN_PATH
+from tests.support.emulator import running_emulator
 from tests.support.fakes import FakeBroker
+from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, TOKEN_PATH
+from tests.support.scripted_kis import APP_KEY, APP_SECRET
 
 DEADLINE_S = 1.0  # the rule, not the number, is under test: short keeps the suite fast
 SLACK_S = 0.5
@@ -33,7 +35,7 @@ PACED_DEADLINE_S = 2.0  # on the fake clock: room for one 1.05 s pacing wait
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[KISEmulator]:
-    with KISEmulator("VTS", config=EmulatorConfig(max_rps=None, token_request_interval=0)) as emu:
+    with running_emulator("VTS", max_rps=None, token_request_interval=0) as emu:
         yield emu
 
 
@@ -110,6 +112,20 @@ class RecordingBroker(FakeBroker):
         return super().send(request, token, timeout_s=timeout_s)
 
 
+class StuckIssuanceBroker(FakeBroker):
+    """tokenP that says when it is entered and returns only when released: orders threads by events."""
+
+    def __init__(self, clock: ClockPort) -> None:
+        super().__init__(clock)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+        self.entered.set()
+        self.release.wait(30)
+        return super().issue_token(timeout_s=timeout_s)
+
+
 def _fake_runtime(clock: FakeClock, max_rps: float) -> tuple[KISRuntime, RecordingBroker]:
     broker = RecordingBroker(clock)
     cache = TokenCache(broker, InMemoryTokenStore(), clock, lock_timeout_s=PACED_DEADLINE_S)
@@ -138,18 +154,21 @@ def test_a_pacing_wait_longer_than_the_deadline_is_refused_without_waiting(clock
 
 
 def test_waiting_for_another_threads_issuance_is_bounded() -> None:
-    """Thread A is stuck in tokenP for 1.5 s; thread B's call gives up at its 0.5 s deadline."""
+    """Thread A is stuck in tokenP until released; thread B's call gives up at its 0.5 s deadline."""
     clock = SystemClock()
-    broker = FakeBroker(clock, issue_delay_s=1.5)
+    broker = StuckIssuanceBroker(clock)
     cache = TokenCache(broker, InMemoryTokenStore(), clock, lock_timeout_s=30.0)
     slow = threading.Thread(target=cache.get, daemon=True)
     slow.start()
-    time.sleep(0.2)  # A holds the lock now
+    assert broker.entered.wait(10), "thread A never reached tokenP"  # A holds the lock now
     runtime = KISRuntime(broker, cache, clock, call_deadline_s=0.5)
     started = time.monotonic()
-    with pytest.raises(BrokerUnavailableError, match="waiting for a token issuance"):
-        _quote(runtime)
-    elapsed = time.monotonic() - started
+    try:
+        with pytest.raises(BrokerUnavailableError, match="waiting for a token issuance"):
+            _quote(runtime)
+        elapsed = time.monotonic() - started
+    finally:
+        broker.release.set()
     slow.join(5)
     assert elapsed <= 0.5 + SLACK_S, f"took {elapsed:.2f} s"
 

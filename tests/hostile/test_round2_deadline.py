@@ -24,8 +24,8 @@ from runtime.broker.kis.transport import MAX_HEADER_BYTES
 from runtime.errors import BrokerUnavailableError, MalformedResponseError
 from runtime.settings import AppCredentials, Settings
 from tests.hostile.drip import DRIP_S, DripServer, Script
-from tests.hostile.support import APP_KEY, APP_SECRET, PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, fresh_token
-from tests.support.kis import recorded, token_reply
+from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, recorded, token_reply
+from tests.support.scripted_kis import APP_KEY, APP_SECRET, fresh_token
 
 DEADLINE_S = 1.5
 SLACK_S = 0.5  # the promise: deadline + 0.5 s of wall time

@@ -32,16 +32,8 @@ from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.errors import QTSError
 from runtime.settings import AppCredentials
 from tests.hostile.drip import DripServer, Script
-from tests.hostile.support import (
-    APP_KEY,
-    APP_SECRET,
-    PRICE_PARAMS,
-    PRICE_PATH,
-    PRICE_TR_ID,
-    exception_chain,
-    fresh_token,
-)
-from tests.support.kis import token_reply
+from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, token_reply
+from tests.support.scripted_kis import APP_KEY, APP_SECRET, exception_chain, fresh_token
 
 FRAGMENT = 16
 ROOT = Path(__file__).resolve().parents[2]

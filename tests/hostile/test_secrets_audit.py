@@ -25,7 +25,7 @@ import attrs
 import pytest
 import urllib3
 
-from kis_emulator import EmulatorConfig, KISEmulator
+from kis_emulator import KISEmulator
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.bootstrap import build_http, build_runtime
 from runtime.broker.base import AccessToken, BrokerRequest, Mode
@@ -33,15 +33,9 @@ from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import OffsetClock
 from runtime.errors import QTSError
 from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
-from tests.hostile.support import (
-    APP_KEY,
-    APP_SECRET,
-    PRICE_PARAMS,
-    PRICE_PATH,
-    PRICE_TR_ID,
-    TOKEN_PATH,
-    exception_chain,
-)
+from tests.support.emulator import running_emulator
+from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, TOKEN_PATH
+from tests.support.scripted_kis import APP_KEY, APP_SECRET, exception_chain
 
 #: A whole KIS access token (three base64url segments); a masked token has "…" and never matches.
 FULL_TOKEN = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}")
@@ -99,7 +93,7 @@ def _quote(runtime: object) -> object:
 
 @pytest.fixture
 def emulator() -> Iterator[KISEmulator]:
-    with KISEmulator("VTS", config=EmulatorConfig(max_rps=None)) as emu:
+    with running_emulator("VTS", max_rps=None) as emu:
         yield emu
 
 

@@ -5,13 +5,24 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from runtime.broker.base import Mode
+from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.broker.kis.auth import format_kst
+from runtime.clock import ClockPort
+from runtime.masking import fingerprint
 from runtime.settings import AppCredentials, Settings
+
+#: The one inquire-price call every test makes (KIS_API.md), and KIS's token endpoints.
+PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
+PRICE_TR_ID = "FHKST01010100"
+PRICE_PARAMS = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
+BALANCE_PATH = "/uapi/domestic-stock/v1/trading/inquire-balance"
+TOKEN_PATH = "/oauth2/tokenP"
+REVOKE_PATH = "/oauth2/revokeP"
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "kis"
 
@@ -71,3 +82,34 @@ def token_reply(
         "token_type": "Bearer",
         "expires_in": int(lifetime.total_seconds()),
     }
+
+
+#: FakeClock's default start (09:00 KST): when the tokens from ``own_token`` were issued.
+NOW = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
+
+
+def own_token(mode: Mode = Mode.VTS, value: str | None = None) -> AccessToken:
+    """A 24-hour Bearer token issued at NOW in the scope of ``mode``'s test app key.
+
+    Its value is a KIS-shaped JWT naming that key, unless ``value`` says otherwise.
+    """
+    key = VTS_KEY if mode is Mode.VTS else REAL_KEY
+    return AccessToken(
+        value=value or jwt(key, NOW),
+        token_type="Bearer",
+        expires_at=NOW + timedelta(hours=24),
+        issued_at=NOW,
+        scope=BrokerScope(mode, fingerprint(key)),
+    )
+
+
+class MakeAdapter(Protocol):
+    def __call__(
+        self,
+        base_url: str | None,
+        mode: Mode = ...,
+        *,
+        creds: AppCredentials | None = ...,
+        clock: ClockPort | None = ...,
+        timeout_s: float = ...,
+    ) -> KISBrokerAdapter: ...

@@ -29,6 +29,7 @@ from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import ClockPort, OffsetClock, SystemClock
 from runtime.config import parse_base_url
 from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
+from tests.support.emulator import running_emulator
 
 LIVE_VARIABLES = ("KIS_LIVE", "KIS_VTS_APP_KEY", "KIS_VTS_APP_SECRET", "KIS_VTS_BASE_URL")
 ISSUANCE_WINDOW_S = 61  # KIS: one tokenP per minute per app key, plus a second of slack
@@ -181,7 +182,7 @@ def live_environment() -> dict[str, str]:
 def target(request: pytest.FixtureRequest, live_environment: dict[str, str]) -> Iterator[Target]:
     """Each scenario once per target; the live one only on explicit opt-in."""
     if request.param == "emulator":
-        with KISEmulator("VTS") as emulator:
+        with running_emulator("VTS") as emulator:
             emulated = EmulatorTarget(emulator)
             yield emulated
             emulated.close()

@@ -16,13 +16,9 @@ from runtime.auth.session import KISRuntime
 from runtime.auth.token_cache import TokenSource
 from runtime.broker.base import BrokerRequest, BrokerResponse
 from runtime.errors import TokenRejectedError
+from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, REVOKE_PATH, TOKEN_PATH
 from tests.verified.conftest import Target
 
-PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
-PRICE_TR_ID = "FHKST01010100"
-PRICE_PARAMS = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
-TOKEN_PATH = "/oauth2/tokenP"
-REVOKE_PATH = "/oauth2/revokeP"
 # KIS hands back the same token for 6 h, so a live token may be that old: at least 18 h left.
 MIN_TIME_LEFT = timedelta(hours=17)
 

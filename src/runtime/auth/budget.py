@@ -3,21 +3,30 @@
 KIS accepts one tokenP a minute per app key (KIS_API.md §3) and, on REAL accounts, sends a
 KakaoTalk notice for each. The budget turns that rule into a decision taken before the request
 instead of an error after it: the per-scope :class:`~runtime.auth.ports.IssuanceLedger` says
-when tokenP last went out and until when KIS told us to hold off; the budget says how long to
-wait, and either waits (on the injected clock, never more than :data:`MAX_WAIT`) or raises
+when tokenP last went out and until when KIS told us to hold off. The budget owns that ledger:
+it reads it from the token store (merged with what this process saw itself, in case the store
+lost it), records each tokenP before it goes out and each EGW00133 after, says how long to wait,
+and either waits (on the injected clock, never more than :data:`MAX_WAIT`) or raises
 :class:`~runtime.errors.IssuanceRateLimitedError` carrying ``retry_after``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import attrs
 
-from runtime.auth.ports import ClockPort, IssuanceLedger
-from runtime.errors import IssuanceRateLimitedError
+from runtime.auth.ports import ClockPort, IssuanceLedger, TokenStorePort
+from runtime.broker.base import BrokerScope
+from runtime.errors import (
+    BrokerUnavailableError,
+    CredentialsRejectedError,
+    IssuanceRateLimitedError,
+    QTSError,
+)
 
 __all__ = ["ISSUE_INTERVAL", "MAX_WAIT", "IssuanceBudget", "WaitHook"]
 
@@ -25,6 +34,8 @@ __all__ = ["ISSUE_INTERVAL", "MAX_WAIT", "IssuanceBudget", "WaitHook"]
 ISSUE_INTERVAL = timedelta(seconds=60)
 #: The longest the budget ever waits in one ``get``, whatever KIS's retry time says.
 MAX_WAIT = timedelta(seconds=65)
+
+_log = logging.getLogger(__name__)
 
 # Enough for the current entries and a few superseded ones.
 _ANCHORS_KEPT = 8
@@ -59,6 +70,54 @@ class IssuanceBudget:
         self._on_wait = on_wait
         # Ledger entries (kind, wall time) -> when they expire on the monotonic clock.
         self._deadlines: dict[tuple[str, datetime], float] = {}
+        # What this process saw itself, per scope, in case the store loses its ledger (a corrupt file).
+        self._local: dict[BrokerScope, IssuanceLedger] = {}
+
+    # --- the ledger, kept in the token store -------------------------------------------------
+
+    def ledger(self, store: TokenStorePort, scope: BrokerScope) -> IssuanceLedger:
+        """The store's ledger for ``scope``; what this process saw itself still counts if the
+        store lost it."""
+        local = self._local.get(scope, IssuanceLedger())
+        shared = store.load_ledger(scope)
+        return IssuanceLedger(
+            last_issued_at=_latest(shared.last_issued_at, local.last_issued_at),
+            blocked_until=_latest(shared.blocked_until, local.blocked_until),
+        )
+
+    def tokenp_wait(self, store: TokenStorePort, scope: BrokerScope, now: datetime) -> timedelta:
+        """How long from ``now`` until tokenP for ``scope`` may go out (zero: at once)."""
+        return self.wait_needed(self.ledger(store, scope), now)
+
+    def start_tokenp(self, store: TokenStorePort, scope: BrokerScope, now: datetime) -> IssuanceLedger:
+        """Record that tokenP goes out at ``now``; returns the ledger before, for :meth:`tokenp_failed`.
+
+        Counted before the request: a crash after KIS issued must still hold the next one off."""
+        before = self.ledger(store, scope)
+        self._save(store, scope, self.issuing(before, now))
+        return before
+
+    def tokenp_failed(
+        self, store: TokenStorePort, scope: BrokerScope, now: datetime, before: IssuanceLedger, exc: QTSError
+    ) -> None:
+        """Record how the tokenP started at ``now`` (ledger ``before``) failed."""
+        if isinstance(exc, IssuanceRateLimitedError):
+            self._save(store, scope, self.rate_limited(before, now, exc.retry_after))
+        elif isinstance(exc, CredentialsRejectedError) or (
+            isinstance(exc, BrokerUnavailableError) and not exc.request_sent
+        ):
+            # Refused outright or never sent: no token came of it, so it does not count.
+            self._save(store, scope, before)
+
+    def _save(self, store: TokenStorePort, scope: BrokerScope, ledger: IssuanceLedger) -> None:
+        self._local[scope] = ledger
+        try:
+            store.save_ledger(scope, ledger)
+        except QTSError as exc:
+            # This process still keeps the budget; only other processes lose it.
+            _log.warning("could not save the issuance ledger for %s: %s", scope, exc)
+
+    # --- the decision and the wait -------------------------------------------------------------
 
     def wait_needed(self, ledger: IssuanceLedger, now: datetime) -> timedelta:
         """How long from ``now`` until tokenP may go out (zero: at once).
@@ -147,3 +206,7 @@ class IssuanceBudget:
             left -= step
         if self._on_wait is not None:
             self._on_wait(0)
+
+
+def _latest(*moments: datetime | None) -> datetime | None:
+    return max((m for m in moments if m is not None), default=None)

@@ -16,16 +16,12 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from runtime.auth.budget import IssuanceBudget
-from runtime.auth.freshness import TokenState, refresh_at, token_state
-from runtime.auth.ports import (
-    ClockPort,
-    IssuanceLedger,
-    TokenStorePort,
-)
+from runtime.auth.freshness import Decision, Held, Step, TokenState, decide, refresh_at, token_state
+from runtime.auth.ports import ClockPort, TokenStorePort
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerScope
+from runtime.deadline import Deadline
 from runtime.errors import (
     BrokerUnavailableError,
-    CredentialsRejectedError,
     IssuanceRateLimitedError,
     QTSError,
     RateLimitedError,
@@ -53,8 +49,10 @@ class TokenSource:
 
 
 class _Entry(NamedTuple):
-    token: AccessToken
-    refresh_at: datetime
+    """The token in memory, its refresh hold, and until when the lock-free path may serve it."""
+
+    held: Held
+    serve_until: datetime
 
 
 class _Blocked(NamedTuple):
@@ -68,7 +66,8 @@ class TokenCache:
     """Hands out a token valid for at least ``margin``: memory, then store, then the broker.
 
     With a ``budget``, tokenP goes out only when the budget allows it (see
-    :mod:`runtime.auth.budget`); without one, whenever a token is needed.
+    :mod:`runtime.auth.budget`); without one, whenever a token is needed. What to do next is
+    decided by the pure :func:`runtime.auth.freshness.decide`; this class does the I/O around it.
     """
 
     def __init__(
@@ -89,14 +88,9 @@ class TokenCache:
         self._margin = margin
         self._lock_timeout_s = lock_timeout_s
         self._budget = budget
-        # What this process saw itself, in case the store loses its ledger (a corrupt file).
-        self._local_ledger = IssuanceLedger()
         self._scope = broker.scope
         self._entry: _Entry | None = None
         self._lock = threading.Lock()
-        # Tokens KIS handed back unchanged or that failed to refresh: kept while valid,
-        # not refreshed again before this instant.
-        self._no_refresh_before: dict[str, datetime] = {}
         self._rejected: collections.deque[bytes] = collections.deque(maxlen=_REJECTED_REMEMBERED)
         self.issued_count = 0
         self.last_source: str | None = None
@@ -114,13 +108,13 @@ class TokenCache:
     def peek(self) -> AccessToken | None:
         """The token held in memory, whatever its state, without any I/O."""
         entry = self._entry
-        return entry.token if entry else None
+        return entry.held.token if entry else None
 
     def held(self) -> AccessToken | None:
         """The token in memory, else the store's, whatever its state; nothing is changed."""
         entry = self._entry
         if entry is not None:
-            return entry.token
+            return entry.held.token
         with self._lock:
             return self._load_from_store()
 
@@ -137,48 +131,17 @@ class TokenCache:
         ``timeout_s`` plus ``budget_wait_s`` (time granted for that wait alone, on top of the
         deadline: ``qts token`` gives it 65 s); otherwise IssuanceRateLimitedError at once.
         """
-        entry = self._entry
-        if entry is not None and self._clock.now() < entry.refresh_at:
-            self.last_source = TokenSource.MEMORY
-            return entry.token
-        started = self._clock.monotonic()
-        timeout = self._lock_timeout_s if timeout_s is None else max(timeout_s, 0.0)
-        if not self._lock.acquire(timeout=timeout):
+        served = self._serve_from_memory()
+        if served is not None:
+            return served
+        deadline = None if timeout_s is None else Deadline.after(self._clock, max(timeout_s, 0.0))
+        lock_wait = self._lock_timeout_s if deadline is None else deadline.remaining()
+        if not self._lock.acquire(timeout=lock_wait):
             raise BrokerUnavailableError(
-                f"timed out after {timeout:g} s waiting for a token issuance in progress"
+                f"timed out after {lock_wait:g} s waiting for a token issuance in progress"
             )
-        allowance = max(budget_wait_s, 0.0)
-        waited = timedelta(0)
-
-        def left() -> float | None:
-            # Time spent waiting for the budget is charged to the allowance first.
-            if timeout_s is None:
-                return None
-            excused = min(waited.total_seconds(), allowance)
-            return timeout - (self._clock.monotonic() - started - excused)
-
         try:
-            while True:
-                entry = self._entry
-                if entry is not None and self._clock.now() < entry.refresh_at:
-                    self.last_source = TokenSource.MEMORY
-                    return entry.token  # another thread refreshed while we waited
-                remaining = left()
-                with self._store_lock(timeout if remaining is None else max(remaining, 0.0)):
-                    outcome = self._get_locked(remaining)
-                if isinstance(outcome, AccessToken):
-                    return outcome
-                # Blocked by the budget: wait outside the store lock so that other processes
-                # can still read the store, then start over (one of them may have issued).
-                if self._budget is None:  # pragma: no cover - only the budget blocks
-                    raise AssertionError("blocked without a budget")
-                remaining = left()
-                if remaining is not None:
-                    remaining += allowance - min(waited.total_seconds(), allowance)
-                self._budget.wait(
-                    outcome.wait, time_left_s=remaining, already_waited=waited, cause=outcome.cause
-                )
-                waited += outcome.wait
+            return self._get_or_wait(deadline, max(budget_wait_s, 0.0))
         finally:
             self._lock.release()
 
@@ -186,8 +149,7 @@ class TokenCache:
         """KIS rejected ``token``: forget it here and in the store (if the store still has it)."""
         with self._lock:
             self._rejected.append(_digest(token.value))
-            self._no_refresh_before.pop(token.value, None)
-            if self._entry is not None and self._entry.token.value == token.value:
+            if self._entry is not None and self._entry.held.token.value == token.value:
                 self._entry = None
             try:
                 # Compare and delete under the store's issuance lock: without it, another process
@@ -206,76 +168,99 @@ class TokenCache:
     def forget(self) -> AccessToken | None:
         """Drop the token from memory and store (after a revoke); returns what was held."""
         with self._lock:
-            held = self._entry.token if self._entry else self._load_from_store()
+            held = self._entry.held.token if self._entry else self._load_from_store()
             self._entry = None
-            self._no_refresh_before.clear()
             self._store.delete(self._scope)
         return held
 
-    def _store_lock(self, timeout_s: float) -> AbstractContextManager[None]:
-        return self._store.issuance_lock(self._scope, timeout_s)
+    # --- the slow path, under the lock -----------------------------------------------------------
 
-    def _get_locked(self, timeout_s: float | None) -> AccessToken | _Blocked:
+    def _serve_from_memory(self) -> AccessToken | None:
+        # The hot path: one attribute, one clock read, no lock, no store.
+        entry = self._entry
+        if entry is None or self._clock.now() >= entry.serve_until:
+            return None
+        self.last_source = TokenSource.MEMORY
+        return entry.held.token
+
+    def _get_or_wait(self, deadline: Deadline | None, allowance_s: float) -> AccessToken:
+        waited = timedelta(0)
+        while True:
+            served = self._serve_from_memory()  # another thread refreshed while we waited
+            if served is not None:
+                return served
+            with self._store_lock(self._time_left(deadline)):
+                outcome = self._get_locked(deadline)
+            if isinstance(outcome, AccessToken):
+                return outcome
+            # Blocked by the budget: wait outside the store lock so that other processes can
+            # still read the store, then start over (one of them may have issued).
+            deadline, allowance_s = self._wait_for_budget(outcome, deadline, allowance_s, waited)
+            waited += outcome.wait
+
+    def _wait_for_budget(
+        self, blocked: _Blocked, deadline: Deadline | None, allowance_s: float, waited: timedelta
+    ) -> tuple[Deadline | None, float]:
+        if self._budget is None:  # pragma: no cover - only the budget blocks
+            raise AssertionError("blocked without a budget")
+        # Time granted for budget waits (``budget_wait_s``) is spent before the deadline's.
+        time_left = None if deadline is None else deadline.at - self._clock.monotonic() + allowance_s
+        self._budget.wait(blocked.wait, time_left_s=time_left, already_waited=waited, cause=blocked.cause)
+        if deadline is None:
+            return None, allowance_s
+        excused = min(blocked.wait.total_seconds(), allowance_s)
+        return deadline.extended(excused), allowance_s - excused
+
+    def _get_locked(self, deadline: Deadline | None) -> AccessToken | _Blocked:
         now = self._clock.now()
-        held = self._entry.token if self._entry else None
-        if held is not None and token_state(held, now, self._margin) is TokenState.FRESH:
-            self.last_source = TokenSource.MEMORY
-            return held  # another thread refreshed while we waited for the lock
-
+        memory = self._entry.held if self._entry else None
         stored = self._load_from_store()
-        if stored is not None and token_state(stored, now, self._margin) is TokenState.FRESH:
-            self._remember(stored)
-            self.last_source = TokenSource.STORE
-            return stored
+        decision = decide(now, self._margin, memory, stored)
+        if decision.step is Step.ISSUE and self._budget is not None:
+            wait = self._budget.tokenp_wait(self._store, self._scope, now)
+            decision = decide(now, self._margin, memory, stored, wait)
+        if decision.step is Step.WAIT:
+            return _Blocked(decision.wait, None)
+        if decision.step is Step.ISSUE:
+            return self._issue(decision, now, deadline)
+        return self._serve(decision)
 
-        current = self._best_valid(now, held, stored)
-        if current is not None and now < self._no_refresh_before.get(current.value, now):
-            self._remember(current)
-            self.last_source = TokenSource.MEMORY
-            return current
+    def _serve(self, decision: Decision) -> AccessToken:
+        token = decision.token
+        if token is None:  # pragma: no cover - SERVE and REUSE always carry a token
+            raise AssertionError(f"{decision.step} without a token")
+        self._remember(token, decision.hold_until)
+        if decision.wait:
+            _log.info("tokenP budget: keeping %s, refresh allowed in %s", token.masked, decision.wait)
+        self.last_source = TokenSource.STORE if decision.from_store else TokenSource.MEMORY
+        return token
 
-        ledger = self._load_ledger() if self._budget is not None else None
-        if self._budget is not None and ledger is not None:
-            wait = self._budget.wait_needed(ledger, now)
-            if wait > timedelta(0):
-                if current is None:
-                    return _Blocked(wait, None)
-                # Still valid: keep it and ask again once the budget allows.
-                self._no_refresh_before[current.value] = now + wait
-                self._remember(current)
-                _log.info("tokenP budget: keeping %s, refresh allowed in %s", current.masked, wait)
-                self.last_source = TokenSource.MEMORY
-                return current
-            # Counted before the request: a crash after KIS issued must still hold the next one off.
-            self._save_ledger(self._budget.issuing(ledger, now))
-
+    def _issue(self, decision: Decision, now: datetime, deadline: Deadline | None) -> AccessToken | _Blocked:
+        budget = self._budget
+        before = budget.start_tokenp(self._store, self._scope, now) if budget is not None else None
         try:
-            issued = self._broker.issue_token(timeout_s=timeout_s)
+            issued = self._broker.issue_token(timeout_s=self._time_left(deadline) if deadline else None)
         except QTSError as exc:
-            if self._budget is not None and ledger is not None:
-                if isinstance(exc, IssuanceRateLimitedError):
-                    self._save_ledger(self._budget.rate_limited(ledger, now, exc.retry_after))
-                    if current is None:
-                        return _Blocked(self._budget.wait_needed(self._load_ledger(), now), exc)
-                elif isinstance(exc, CredentialsRejectedError) or (
-                    isinstance(exc, BrokerUnavailableError) and not exc.request_sent
-                ):
-                    # Refused outright or never sent: no token came of it, so it does not count.
-                    self._save_ledger(ledger)
-            if current is None or not isinstance(exc, BrokerUnavailableError | RateLimitedError):
-                raise
-            pause = exc.retry_after if isinstance(exc, RateLimitedError) else _REFRESH_RETRY_PAUSE
-            self._no_refresh_before[current.value] = now + pause
-            self._remember(current)
-            _log.warning(
-                "proactive refresh failed (%s); keeping %s, valid for %s more",
-                exc,
-                current.masked,
-                current.time_left(now),
-            )
-            self.last_source = TokenSource.MEMORY
-            return current
-        return self._accept_issued(issued, current, now)
+            if budget is not None and before is not None:
+                budget.tokenp_failed(self._store, self._scope, now, before, exc)
+                if decision.token is None and isinstance(exc, IssuanceRateLimitedError):
+                    return _Blocked(budget.tokenp_wait(self._store, self._scope, now), exc)
+            return self._keep_after_failure(exc, decision.token, now)
+        return self._accept_issued(issued, decision.token, now)
+
+    def _keep_after_failure(self, exc: QTSError, current: AccessToken | None, now: datetime) -> AccessToken:
+        if current is None or not isinstance(exc, BrokerUnavailableError | RateLimitedError):
+            raise exc
+        pause = exc.retry_after if isinstance(exc, RateLimitedError) else _REFRESH_RETRY_PAUSE
+        self._remember(current, now + pause)
+        _log.warning(
+            "proactive refresh failed (%s); keeping %s, valid for %s more",
+            exc,
+            current.masked,
+            current.time_left(now),
+        )
+        self.last_source = TokenSource.MEMORY
+        return current
 
     def _accept_issued(self, issued: AccessToken, current: AccessToken | None, now: datetime) -> AccessToken:
         if issued.scope != self._scope:
@@ -287,61 +272,40 @@ class TokenCache:
                 code="EGW00121",
             )
         self.issued_count += 1
-        # Only the newest token can still be blocked from refreshing; older entries are dead weight.
-        self._no_refresh_before = {k: v for k, v in self._no_refresh_before.items() if k == issued.value}
+        hold = None
         if current is not None and issued.value == current.value:
             # KIS answers tokenP with the previous token for 6 hours: asking again would loop.
-            self._no_refresh_before[issued.value] = issued.expires_at
+            hold = issued.expires_at
             _log.info(
-                "KIS returned the same token %s; keeping it until it expires at %s",
-                issued.masked,
-                issued.expires_at.isoformat(),
+                "KIS returned the same token %s; keeping it until it expires at %s", issued.masked, hold
             )
         elif token_state(issued, now, self._margin) is not TokenState.FRESH:
             # A short-lived token (shorter than the margin): use it, but do not ask again at once.
-            self._no_refresh_before[issued.value] = issued.expires_at
+            hold = issued.expires_at
             _log.warning("issued token %s lives less than the refresh margin", issued.masked)
         self._save_to_store(issued)
-        self._remember(issued)
+        self._remember(issued, hold)
         self.last_source = TokenSource.ISSUED
         _log.info(
             "token %s issued for %s, expires %s", issued.masked, self._scope, issued.expires_at.isoformat()
         )
         return issued
 
-    def _best_valid(self, now: datetime, *tokens: AccessToken | None) -> AccessToken | None:
-        valid = [
-            t
-            for t in tokens
-            if t is not None
-            and token_state(t, now, self._margin) is not TokenState.EXPIRED
-            and _digest(t.value) not in self._rejected
-        ]
-        return max(valid, key=lambda t: t.expires_at, default=None)
+    # --- small helpers ---------------------------------------------------------------------------
 
-    def _remember(self, token: AccessToken) -> None:
-        # Reissue-blocked tokens are handed out until expiry, so their entry never goes stale
-        # on the hot path; everything else goes stale at expires_at - margin.
-        until = self._no_refresh_before.get(token.value)
-        stale_from = refresh_at(token, self._margin) if until is None else min(until, token.expires_at)
-        self._entry = _Entry(token, stale_from)
+    def _time_left(self, deadline: Deadline | None) -> float:
+        return self._lock_timeout_s if deadline is None else deadline.remaining()
 
-    def _load_ledger(self) -> IssuanceLedger:
-        local = self._local_ledger
-        shared = self._store.load_ledger(self._scope)
-        # What this process saw itself still counts if the store lost it (a corrupt file).
-        return IssuanceLedger(
-            last_issued_at=_latest(shared.last_issued_at, local.last_issued_at),
-            blocked_until=_latest(shared.blocked_until, local.blocked_until),
+    def _store_lock(self, timeout_s: float) -> AbstractContextManager[None]:
+        return self._store.issuance_lock(self._scope, timeout_s)
+
+    def _remember(self, token: AccessToken, hold_until: datetime | None = None) -> None:
+        # Held tokens are handed out until the hold ends (or they expire), so their entry does
+        # not go stale on the hot path; everything else goes stale at expires_at - margin.
+        stale_from = (
+            refresh_at(token, self._margin) if hold_until is None else min(hold_until, token.expires_at)
         )
-
-    def _save_ledger(self, ledger: IssuanceLedger) -> None:
-        self._local_ledger = ledger
-        try:
-            self._store.save_ledger(self._scope, ledger)
-        except QTSError as exc:
-            # This process still keeps the budget; only other processes lose it.
-            _log.warning("could not save the issuance ledger for %s: %s", self._scope, exc)
+        self._entry = _Entry(Held(token, hold_until), stale_from)
 
     def _load_from_store(self) -> AccessToken | None:
         stored = self._store.load(self._scope)
@@ -362,10 +326,6 @@ class TokenCache:
         except QTSError as exc:
             # The token is good; losing the store only costs a reissue in the next process.
             _log.warning("could not save token %s to the store: %s", token.masked, exc)
-
-
-def _latest(*moments: datetime | None) -> datetime | None:
-    return max((m for m in moments if m is not None), default=None)
 
 
 def _digest(value: str) -> bytes:

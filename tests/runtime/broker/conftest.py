@@ -12,44 +12,19 @@ The servers themselves live in ``tests.support.servers`` (the hostile tests use 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
-from typing import Protocol
 
 import pytest
 import urllib3
 from pytest_httpserver import HTTPServer
 
-from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.broker.base import Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import ClockPort, FakeClock
-from runtime.masking import fingerprint
 from runtime.settings import AppCredentials
 from tests.support import servers
-from tests.support.kis import REAL_KEY, REAL_SECRET, VTS_KEY, VTS_SECRET, credentials, jwt
+from tests.support.kis import MakeAdapter, credentials
 from tests.support.servers import LOOPBACK, CaptureServer, ResetMidBodyServer, SilentServer
-
-#: Every secret the tests hand to an adapter; no error text may ever carry one of them.
-KNOWN_SECRETS = (VTS_KEY, VTS_SECRET, REAL_KEY, REAL_SECRET)
-#: FakeClock's default start (09:00 KST): when the tokens from ``own_token`` were issued.
-NOW = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
-
-
-def own_token(mode: Mode = Mode.VTS, value: str | None = None) -> AccessToken:
-    """A 24-hour Bearer token issued at NOW in the scope of ``mode``'s test app key.
-
-    Its value is a KIS-shaped JWT naming that key, unless ``value`` says otherwise.
-    """
-    key = VTS_KEY if mode is Mode.VTS else REAL_KEY
-    return AccessToken(
-        value=value or jwt(key, NOW),
-        token_type="Bearer",
-        expires_at=NOW + timedelta(hours=24),
-        issued_at=NOW,
-        scope=BrokerScope(mode, fingerprint(key)),
-    )
 
 
 @pytest.fixture(scope="session")
@@ -70,18 +45,6 @@ def pool() -> Iterator[urllib3.PoolManager]:
     manager = urllib3.PoolManager()
     yield manager
     manager.clear()
-
-
-class MakeAdapter(Protocol):
-    def __call__(
-        self,
-        base_url: str | None,
-        mode: Mode = ...,
-        *,
-        creds: AppCredentials | None = ...,
-        clock: ClockPort | None = ...,
-        timeout_s: float = ...,
-    ) -> KISBrokerAdapter: ...
 
 
 @pytest.fixture
@@ -106,48 +69,6 @@ def make_adapter(pool: urllib3.PoolManager, clock: FakeClock) -> MakeAdapter:
         )
 
     return build
-
-
-def assert_no_secrets(exc: BaseException, *extra: str) -> None:
-    """Neither str nor repr of ``exc`` (nor of what it was raised from) shows a key, secret or token."""
-    texts: list[str] = []
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        texts += [str(current), repr(current), repr(current.args)]
-        current = current.__cause__ or current.__context__
-    for secret in (*KNOWN_SECRETS, *extra):
-        for text in texts:
-            assert secret not in text, f"a secret ({len(secret)} chars) leaked into {type(exc).__name__}"
-
-
-def reachable_text(root: object, *, limit: int = 20000) -> Iterator[str]:
-    """Every str/bytes reachable from ``root`` through containers, attributes and slots."""
-    seen: set[int] = set()
-    todo: deque[object] = deque([root])
-    while todo and len(seen) < limit:
-        item = todo.popleft()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, bytes | bytearray | memoryview):
-            yield bytes(item).decode("latin-1")
-        elif isinstance(item, dict | MappingProxyType):
-            todo.extend(item.keys())
-            todo.extend(item.values())
-        elif isinstance(item, list | tuple | set | frozenset | deque):
-            todo.extend(item)
-        elif not isinstance(item, int | float | type(None) | type):
-            attributes = getattr(item, "__dict__", None)
-            if isinstance(attributes, dict):
-                todo.extend(attributes.values())
-            for cls in type(item).__mro__:
-                for slot in getattr(cls, "__slots__", ()):
-                    if isinstance(slot, str) and hasattr(item, slot):
-                        todo.append(getattr(item, slot))
 
 
 @pytest.fixture

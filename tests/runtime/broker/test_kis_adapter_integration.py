@@ -18,10 +18,7 @@ from runtime.bootstrap import build_runtime
 from runtime.broker.base import Mode
 from runtime.clock import FakeClock
 from runtime.errors import OrderRefusedError, TokenRejectedError
-from tests.support.kis import credentials, recorded, settings_for, token_reply
-
-PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
-PRICE_PARAMS = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
+from tests.support.kis import PRICE_PARAMS, PRICE_PATH, credentials, recorded, settings_for, token_reply
 
 
 class KISLikeServer:
@@ -36,7 +33,7 @@ class KISLikeServer:
         self.seen_tokens: list[str] = []
         self.expiry_status = 500
         server.expect_request("/oauth2/tokenP", method="POST").respond_with_handler(self.token)
-        server.expect_request(PRICE, method="GET").respond_with_handler(self.price)
+        server.expect_request(PRICE_PATH, method="GET").respond_with_handler(self.price)
 
     def token(self, request: Request) -> Response:
         self.token_requests += 1
@@ -80,14 +77,14 @@ def test_issue_cache_inject_expire_reissue_retry(
     assert kis.token_requests == 1
     assert runtime.cache.last_source == "memory"
 
-    answer = runtime.call("GET", PRICE, tr_id="FHKST01010100", params=PRICE_PARAMS)
+    answer = runtime.call("GET", PRICE_PATH, tr_id="FHKST01010100", params=PRICE_PARAMS)
     assert answer.body["output"]["stck_prpr"] == "128500"
     assert kis.seen_tokens == [first.value]  # the cached token was injected
 
     # KIS voids the token early (expired on the server while our clock says it is valid).
     kis.expired.add(first.value)
     clock.advance(3600)
-    answer = runtime.call("GET", PRICE, tr_id="FHKST01010100", params=PRICE_PARAMS)
+    answer = runtime.call("GET", PRICE_PATH, tr_id="FHKST01010100", params=PRICE_PARAMS)
     assert answer.body["rt_cd"] == "0"
     assert kis.token_requests == 2
     assert kis.seen_tokens[1:] == [first.value, kis.current]
@@ -101,7 +98,7 @@ def test_expiry_is_recognised_by_code_whatever_the_http_status(
     kis.expiry_status = status
     runtime = build_runtime(settings_for(httpserver.url_for("/")), clock=clock)
     kis.expired.add(runtime.access_token().value)
-    assert runtime.call("GET", PRICE, tr_id="FHKST01010100", params=PRICE_PARAMS).body["rt_cd"] == "0"
+    assert runtime.call("GET", PRICE_PATH, tr_id="FHKST01010100", params=PRICE_PARAMS).body["rt_cd"] == "0"
     assert kis.token_requests == 2
 
 
@@ -113,7 +110,7 @@ def test_proactive_reissue_before_expiry_needs_no_rejected_call(
     )
     first = runtime.access_token()
     clock.advance(timedelta(hours=23, minutes=51).total_seconds())  # inside the 10-minute margin
-    runtime.call("GET", PRICE, tr_id="FHKST01010100", params=PRICE_PARAMS)
+    runtime.call("GET", PRICE_PATH, tr_id="FHKST01010100", params=PRICE_PARAMS)
     assert kis.token_requests == 2
     assert kis.seen_tokens == [kis.current]
     assert kis.current != first.value
@@ -131,9 +128,9 @@ def test_a_token_rejected_twice_surfaces_as_a_typed_error_without_looping(
 
     httpserver.clear_all_handlers()
     httpserver.expect_request("/oauth2/tokenP", method="POST").respond_with_handler(kis.token)
-    httpserver.expect_request(PRICE, method="GET").respond_with_handler(always_expired)
+    httpserver.expect_request(PRICE_PATH, method="GET").respond_with_handler(always_expired)
     with pytest.raises(TokenRejectedError):
-        runtime.call("GET", PRICE, tr_id="FHKST01010100", params=PRICE_PARAMS)
+        runtime.call("GET", PRICE_PATH, tr_id="FHKST01010100", params=PRICE_PARAMS)
     assert len(kis.seen_tokens) == 2  # the first try and exactly one retry
 
 

@@ -33,8 +33,18 @@ from runtime.errors import (
     WrongModeError,
 )
 from runtime.settings import AppCredentials
-from tests.runtime.broker.conftest import NOW, MakeAdapter, assert_no_secrets, own_token, reachable_text
-from tests.support.kis import REAL_KEY, VTS_KEY, VTS_SECRET, jwt, recorded, token_reply
+from tests.support.kis import (
+    NOW,
+    REAL_KEY,
+    VTS_KEY,
+    VTS_SECRET,
+    MakeAdapter,
+    jwt,
+    own_token,
+    recorded,
+    token_reply,
+)
+from tests.support.secrets import assert_no_secrets, reachable_text
 from tests.support.servers import CaptureServer, ResetMidBodyServer, SilentServer
 
 

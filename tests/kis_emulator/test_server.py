@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import urllib3
 
 from kis_emulator import DEMO_VTS_ACCOUNT, KISEmulator, run_forever
-from tests.emulator.helpers import Client, ManualClock
+from tests.support.emulator import Client, ManualClock, running_emulator
 
 
 def test_chunked_request_body(vts: Client) -> None:
@@ -73,7 +73,7 @@ class _BrokenClock(ManualClock):
 
 def test_internal_error_answers_500_instead_of_dropping(http: urllib3.PoolManager) -> None:
     clock = _BrokenClock()
-    with KISEmulator("VTS", clock=clock) as emu:
+    with running_emulator("VTS", clock=clock) as emu:
         client = Client(http, emu.base_url, DEMO_VTS_ACCOUNT)
         clock.broken = True
         response = client.token_request()

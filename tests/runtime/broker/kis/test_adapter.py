@@ -34,18 +34,27 @@ from runtime.errors import (
     WrongModeError,
 )
 from runtime.masking import fingerprint
-from tests.runtime.broker.conftest import NOW, MakeAdapter, assert_no_secrets, own_token, reachable_text
-from tests.support.kis import REAL_KEY, REAL_SECRET, VTS_KEY, VTS_SECRET, recorded
+from tests.support.kis import (
+    BALANCE_PATH,
+    NOW,
+    PRICE_PARAMS,
+    PRICE_PATH,
+    REAL_KEY,
+    REAL_SECRET,
+    VTS_KEY,
+    VTS_SECRET,
+    MakeAdapter,
+    own_token,
+    recorded,
+)
+from tests.support.secrets import assert_no_secrets, reachable_text
 from tests.support.servers import CaptureServer, ResetMidBodyServer, SilentServer
 
-PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
-PRICE_PARAMS = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
-BALANCE = "/uapi/domestic-stock/v1/trading/inquire-balance"
 ORDER = "/uapi/domestic-stock/v1/trading/order-cash"
 
 
 def _price(tr_cont: str = "") -> BrokerRequest:
-    return BrokerRequest("GET", PRICE, "FHKST01010100", params=PRICE_PARAMS, tr_cont=tr_cont)
+    return BrokerRequest("GET", PRICE_PATH, "FHKST01010100", params=PRICE_PARAMS, tr_cont=tr_cont)
 
 
 def _serve(
@@ -53,7 +62,7 @@ def _serve(
     body: Mapping[str, Any] | bytes | str,
     status: int = 200,
     *,
-    path: str = PRICE,
+    path: str = PRICE_PATH,
     method: str = "GET",
     content_type: str = "application/json",
 ) -> None:
@@ -113,7 +122,7 @@ def test_tr_id_received_by_the_server_is_mapped_for_vts_and_kept_for_real(
 ) -> None:
     adapter = make_adapter(capture.url, mode)
 
-    adapter.send(BrokerRequest("GET", BALANCE, tr_id), own_token(mode))
+    adapter.send(BrokerRequest("GET", BALANCE_PATH, tr_id), own_token(mode))
 
     [request] = capture.requests
     assert request.header("tr_id") == sent
@@ -134,7 +143,7 @@ def test_call_sends_bearer_token_app_key_secret_tr_id_and_custtype_p(
 
     [request] = capture.requests
     assert request.method == "GET"
-    assert request.path == PRICE
+    assert request.path == PRICE_PATH
     assert request.header("authorization") == f"Bearer {token.value}"
     assert request.header("appkey") == key
     assert request.header("appsecret") == secret
@@ -167,7 +176,7 @@ def test_get_call_passes_its_query_parameters(capture: CaptureServer, make_adapt
 def test_post_call_sends_its_body_as_json(capture: CaptureServer, make_adapter: MakeAdapter) -> None:
     body = {"CANO": "50012345", "ACNT_PRDT_CD": "01"}
 
-    make_adapter(capture.url).send(BrokerRequest("POST", BALANCE, "TTTC8434R", body=body), own_token())
+    make_adapter(capture.url).send(BrokerRequest("POST", BALANCE_PATH, "TTTC8434R", body=body), own_token())
 
     [request] = capture.requests
     assert request.method == "POST"
@@ -390,7 +399,7 @@ def test_get_answered_502_twice_then_200_is_retried_and_succeeds(
     httpserver: HTTPServer, kis_url: str, make_adapter: MakeAdapter
 ) -> None:
     for _ in range(2):
-        httpserver.expect_oneshot_request(PRICE, method="GET").respond_with_data(
+        httpserver.expect_oneshot_request(PRICE_PATH, method="GET").respond_with_data(
             "<html>502 Bad Gateway</html>", status=502, content_type="text/html"
         )
     _serve(httpserver, recorded("inquire_price_success"))
@@ -414,8 +423,8 @@ def test_get_answered_html_502_every_time_gives_up_as_unavailable(
 def test_post_call_answered_502_is_not_retried(
     httpserver: HTTPServer, kis_url: str, make_adapter: MakeAdapter
 ) -> None:
-    _serve(httpserver, "<html>502</html>", 502, path=BALANCE, method="POST", content_type="text/html")
-    request = BrokerRequest("POST", BALANCE, "TTTC8434R", body={"CANO": "50012345"})
+    _serve(httpserver, "<html>502</html>", 502, path=BALANCE_PATH, method="POST", content_type="text/html")
+    request = BrokerRequest("POST", BALANCE_PATH, "TTTC8434R", body={"CANO": "50012345"})
 
     _send_fails(make_adapter(kis_url), BrokerUnavailableError, request)
 
@@ -477,7 +486,7 @@ def test_get_reset_in_the_middle_of_the_body_is_unavailable_after_retries(
 def test_post_reset_in_the_middle_of_the_body_is_not_retried(
     reset_server: ResetMidBodyServer, make_adapter: MakeAdapter
 ) -> None:
-    request = BrokerRequest("POST", BALANCE, "TTTC8434R", body={"CANO": "50012345"})
+    request = BrokerRequest("POST", BALANCE_PATH, "TTTC8434R", body={"CANO": "50012345"})
 
     _send_fails(make_adapter(reset_server.url), BrokerUnavailableError, request)
 
@@ -521,7 +530,7 @@ def test_every_call_error_message_is_free_of_key_secret_and_token(
     adapter = make_adapter(kis_url)
     token = own_token()
     for code in codes:
-        httpserver.expect_oneshot_request(PRICE).respond_with_data(
+        httpserver.expect_oneshot_request(PRICE_PATH).respond_with_data(
             json.dumps(_call_error(code)), status=500, content_type="application/json"
         )
         with pytest.raises(QTSError) as caught:

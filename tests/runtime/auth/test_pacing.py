@@ -17,8 +17,7 @@ from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, Mode
 from runtime.clock import FakeClock
 from runtime.errors import CallRateLimitedError
 from tests.support.fakes import FakeBroker
-
-PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
+from tests.support.kis import PRICE_PATH
 
 
 @settings(max_examples=200, deadline=None)
@@ -89,7 +88,7 @@ def _runtime(clock: FakeClock, broker: FakeBroker) -> KISRuntime:
 def test_egw00201_on_a_get_is_waited_out_and_retried_within_the_deadline() -> None:
     clock = FakeClock()
     broker = RateLimitedBroker(clock, limited=2)
-    answer = _runtime(clock, broker).call("GET", PRICE, tr_id="FHKST01010100")
+    answer = _runtime(clock, broker).call("GET", PRICE_PATH, tr_id="FHKST01010100")
     assert answer.status == 200
     assert len(broker.sent) == 3
 
@@ -99,7 +98,7 @@ def test_egw00201_that_persists_surfaces_as_a_typed_error_within_the_deadline() 
     broker = RateLimitedBroker(clock, limited=100)
     started = clock.monotonic()
     with pytest.raises(CallRateLimitedError):
-        _runtime(clock, broker).call("GET", PRICE, tr_id="FHKST01010100")
+        _runtime(clock, broker).call("GET", PRICE_PATH, tr_id="FHKST01010100")
     # Waits of 1, 2, 4, 8 s (x1.0-1.5 jitter) while they fit in the 20 s deadline: 4 or 5 tries.
     assert 4 <= len(broker.sent) <= 5
     assert clock.monotonic() - started < 20
@@ -110,7 +109,7 @@ def test_egw00201_waits_grow_and_carry_jitter() -> None:
     for _ in range(5):
         clock = FakeClock()
         broker = RateLimitedBroker(clock, limited=3)
-        _runtime(clock, broker).call("GET", PRICE, tr_id="FHKST01010100")
+        _runtime(clock, broker).call("GET", PRICE_PATH, tr_id="FHKST01010100")
         runs.append([round(b - a, 3) for a, b in itertools.pairwise(broker.send_times)])
     for gaps in runs:
         assert len(gaps) == 3

@@ -19,13 +19,13 @@ import pytest
 import redis
 
 from kis_emulator import KISEmulator, demo_account
-from kis_emulator.config import EmulatorConfig
 from runtime.auth.stores.redis import RedisTokenStore
 from runtime.broker.base import BrokerScope, Mode
 from runtime.clock import SystemClock
 from runtime.masking import fingerprint
-from tests.runtime.stores.redis_server import SKIP_REASON
+from tests.support.emulator import running_emulator
 from tests.support.processes import start_together
+from tests.support.redis import SKIP_REASON
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason=SKIP_REASON)
 
@@ -106,7 +106,7 @@ def run_hosts_at_once(envs: list[dict[str, str]], work: Path) -> list[tuple[int,
 def test_six_hosts_with_separate_disks_started_together_send_one_tokenp_through_redis(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    with KISEmulator("VTS") as emulator:
+    with running_emulator("VTS") as emulator:
         envs = [host_env(emulator, tmp_path / f"host{i}", redis_url) for i in range(6)]
         results = run_hosts_at_once(envs, tmp_path)
 
@@ -136,7 +136,7 @@ def test_six_hosts_with_separate_disks_started_together_send_one_tokenp_through_
 def test_vts_and_real_hosts_sharing_one_redis_db_never_see_each_others_token(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    with KISEmulator("VTS") as vts, KISEmulator("REAL") as real:
+    with running_emulator("VTS") as vts, running_emulator("REAL") as real:
         envs = [
             host_env(emu, tmp_path / f"{emu.mode}{i}", redis_url) for i in range(3) for emu in (vts, real)
         ]
@@ -176,7 +176,7 @@ def test_vts_and_real_hosts_sharing_one_redis_db_never_see_each_others_token(
 def test_the_redis_key_lives_as_long_as_the_token(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path, lifetime: timedelta
 ) -> None:
-    with KISEmulator("VTS", config=EmulatorConfig(token_lifetime=lifetime)) as emulator:
+    with running_emulator("VTS", token_lifetime=lifetime) as emulator:
         result = run_host(host_env(emulator, tmp_path / "host", redis_url), tmp_path)
         assert result.returncode == 0, result.stderr
 

@@ -9,7 +9,8 @@ import pytest
 import urllib3
 
 from kis_emulator import KISEmulator
-from tests.emulator.helpers import PRICE_PATH, Client, kis_error
+from tests.support.emulator import Client, kis_error
+from tests.support.kis import PRICE_PATH
 
 
 def test_html_502(emulator: KISEmulator, vts: Client) -> None:
@@ -59,7 +60,7 @@ def test_slow(emulator: KISEmulator, vts: Client) -> None:
     elapsed = time.perf_counter() - started
     assert response.status == 200
     assert response.json()["rt_cd"] == "0"  # answered normally, just late
-    assert 0.3 <= elapsed < 2.0
+    assert 0.3 <= elapsed < 5.0  # late by the fault, with room for a busy 2-core machine
 
 
 def test_slow_triggers_a_client_read_timeout(emulator: KISEmulator, vts: Client) -> None:

@@ -15,7 +15,8 @@ from kis_emulator import (
     KISEmulator,
     synthetic_holdings,
 )
-from tests.emulator.helpers import BALANCE_PATH, BALANCE_TR, PRICE_PATH, PRICE_TR, Client, kis_error
+from tests.support.emulator import BALANCE_TR, Client, kis_error
+from tests.support.kis import BALANCE_PATH, PRICE_PATH, PRICE_TR_ID
 
 PRICE_FIELDS = (
     *("stck_prpr", "prdy_vrss", "prdy_vrss_sign", "prdy_ctrt", "acml_vol", "acml_tr_pbmn", "stck_oprc"),
@@ -37,7 +38,7 @@ def test_inquire_price_fields_and_headers(vts: Client) -> None:
     response = vts.price(vts.token())
     assert response.status == 200
     assert response.headers["content-type"] == "application/json; charset=UTF-8"
-    assert response.headers["tr_id"] == PRICE_TR
+    assert response.headers["tr_id"] == PRICE_TR_ID
     assert response.headers["tr_cont"] == "D"
     assert re.fullmatch(r"[A-Za-z0-9]{32}", response.headers["gt_uid"])
     body = response.json()
@@ -174,7 +175,7 @@ def test_call_key_errors_use_rt_cd_shape(vts: Client) -> None:
     token = vts.token()
     cases = {"EGW00103": {"appkey": "PS" + "9" * 34}, "EGW00105": {"appsecret": "x"}}
     for code, header in cases.items():
-        response = vts.call(PRICE_PATH, token, PRICE_TR, None, **header)
+        response = vts.call(PRICE_PATH, token, PRICE_TR_ID, None, **header)
         assert response.status == 500
         assert list(response.json()) == ["rt_cd", "msg1", "msg_cd"]
         assert kis_error(response) == code
@@ -183,9 +184,9 @@ def test_call_key_errors_use_rt_cd_shape(vts: Client) -> None:
 def test_missing_or_malformed_authorization_is_egw00121(vts: Client) -> None:
     token = vts.token()
     assert kis_error(vts.price(None)) == "EGW00121"
-    response = vts.call(PRICE_PATH, None, PRICE_TR, None, authorization=token)  # no "Bearer"
+    response = vts.call(PRICE_PATH, None, PRICE_TR_ID, None, authorization=token)  # no "Bearer"
     assert (response.status, kis_error(response)) == (500, "EGW00121")
-    assert vts.call(PRICE_PATH, None, PRICE_TR, None, authorization=f"bearer {token}").status == 200
+    assert vts.call(PRICE_PATH, None, PRICE_TR_ID, None, authorization=f"bearer {token}").status == 200
 
 
 def test_header_names_are_case_insensitive(vts: Client) -> None:
@@ -194,7 +195,7 @@ def test_header_names_are_case_insensitive(vts: Client) -> None:
         "Authorization": f"Bearer {token}",
         "AppKey": vts.account.app_key,
         "APPSECRET": vts.account.app_secret,
-        "TR_ID": PRICE_TR,
+        "TR_ID": PRICE_TR_ID,
     }
     response = vts.http.request(
         "GET",
@@ -272,12 +273,12 @@ def test_orders_are_counted_even_when_rate_limited_or_keyless(emulator: KISEmula
 
 
 def test_unknown_path_is_404_and_wrong_method_405(vts: Client) -> None:
-    response = vts.call("/uapi/domestic-stock/v1/quotations/nothing", vts.token(), PRICE_TR)
+    response = vts.call("/uapi/domestic-stock/v1/quotations/nothing", vts.token(), PRICE_TR_ID)
     assert response.status == 404
     assert response.json()["rt_cd"] == "1"
     assert kis_error(response) == "EGW00101"
     assert vts.http.request("GET", vts.base_url + "/nowhere").status == 404
-    assert vts.call(PRICE_PATH, None, PRICE_TR, method="POST").status == 405
+    assert vts.call(PRICE_PATH, None, PRICE_TR_ID, method="POST").status == 405
     assert vts.http.request("GET", vts.base_url + "/oauth2/tokenP").status == 405
 
 
@@ -285,7 +286,7 @@ def test_keep_alive_serves_many_calls_on_one_connection(vts: Client) -> None:
     pool = urllib3.HTTPConnectionPool(
         "127.0.0.1", int(vts.base_url.rsplit(":", 1)[1]), maxsize=1, retries=False
     )
-    headers = vts.headers(vts.token(), PRICE_TR)
+    headers = vts.headers(vts.token(), PRICE_TR_ID)
     for _ in range(50):
         response = pool.request(
             "GET",

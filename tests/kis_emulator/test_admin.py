@@ -20,7 +20,8 @@ from kis_emulator import (
     ShiftableClock,
     default_accounts,
 )
-from tests.emulator.helpers import PRICE_PATH, Client, FrozenClock, ManualClock, kis_error
+from tests.support.emulator import Client, FrozenClock, ManualClock, kis_error, running_emulator
+from tests.support.kis import PRICE_PATH
 
 
 def test_admin_now_and_advance(emulator: KISEmulator, vts: Client) -> None:
@@ -127,7 +128,7 @@ def test_admin_requests_are_not_counted(emulator: KISEmulator, vts: Client) -> N
 
 
 def test_clock_without_advance_is_refused(http: urllib3.PoolManager) -> None:
-    with KISEmulator("VTS", clock=FrozenClock()) as emu:
+    with running_emulator("VTS", clock=FrozenClock()) as emu:
         with pytest.raises(ClockNotAdvanceableError):
             emu.advance(1)
         assert isinstance(ClockNotAdvanceableError(), TypeError)
@@ -139,7 +140,7 @@ def test_clock_without_advance_is_refused(http: urllib3.PoolManager) -> None:
 def test_fully_manual_clock(http: urllib3.PoolManager) -> None:
     """With a hand-driven clock every timing rule is exact."""
     clock = ManualClock()
-    with KISEmulator("VTS", clock=clock) as emu:
+    with running_emulator("VTS", clock=clock) as emu:
         client = Client(http, emu.base_url, DEMO_VTS_ACCOUNT)
         body = client.token_request().json()
         assert body["access_token_token_expired"] == "2026-03-03 09:00:00"  # 00:00 UTC + 24 h, in KST

@@ -22,7 +22,7 @@ from kis_emulator import (
     KISEmulator,
 )
 from kis_emulator.wire import KST
-from tests.emulator.helpers import Client, ManualClock, kis_error
+from tests.support.emulator import Client, ManualClock, kis_error, running_emulator
 
 
 def _claims(token: str) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def test_one_token_request_per_minute(emulator: KISEmulator, vts: Client) -> Non
 
 def test_rate_window_is_per_app_key(http: urllib3.PoolManager) -> None:
     other = EmulatorAccount("VTS", "PS" + "x" * 34, "s" * 180)
-    with KISEmulator("VTS", accounts=[DEMO_VTS_ACCOUNT, other]) as emu:
+    with running_emulator("VTS", accounts=[DEMO_VTS_ACCOUNT, other]) as emu:
         assert Client(http, emu.base_url, DEMO_VTS_ACCOUNT).token_request().status == 200
         assert Client(http, emu.base_url, other).token_request().status == 200
 
@@ -230,7 +230,7 @@ def test_old_token_stays_valid_unless_configured(emulator: KISEmulator, vts: Cli
 
 def test_shrunk_times_by_config(http: urllib3.PoolManager) -> None:
     config = replace(EmulatorConfig(), token_lifetime=10, token_reuse_window=2, token_request_interval=1)
-    with KISEmulator("VTS", config=config, clock=ManualClock()) as emu:
+    with running_emulator("VTS", config=config, clock=ManualClock()) as emu:
         client = Client(http, emu.base_url, DEMO_VTS_ACCOUNT)
         body = client.token_request().json()
         assert body["expires_in"] == 10
@@ -242,7 +242,7 @@ def test_shrunk_times_by_config(http: urllib3.PoolManager) -> None:
 
 def test_token_of_another_app_key_is_invalid(http: urllib3.PoolManager) -> None:
     other = EmulatorAccount("VTS", "PS" + "y" * 34, "t" * 180)
-    with KISEmulator("VTS", accounts=[DEMO_VTS_ACCOUNT, other], config=EmulatorConfig(max_rps=None)) as emu:
+    with running_emulator("VTS", accounts=[DEMO_VTS_ACCOUNT, other], max_rps=None) as emu:
         mine = Client(http, emu.base_url, DEMO_VTS_ACCOUNT)
         theirs = Client(http, emu.base_url, other)
         assert kis_error(theirs.price(mine.token())) == "EGW00121"

@@ -1,14 +1,15 @@
-"""Properties of the refresh rule and of TokenCache over arbitrary lifetimes, margins and time.
+"""TokenCache's state machine: properties of the cache over arbitrary lifetimes, margins and time.
 
-The pure rule (``token_state``) is checked over arbitrary instants; the cache is driven by a
-hypothesis state machine on a FakeClock: advance time, get, call, invalidate, void on the broker.
+The cache is driven by a hypothesis state machine on a FakeClock: advance time, get, call,
+invalidate, void on the broker. The pure rule (``token_state``) has its own properties in
+tests/runtime/auth/test_freshness.py.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from hypothesis import given, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -22,48 +23,12 @@ from runtime.auth.freshness import TokenState, refresh_at, token_state
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
-from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.broker.base import AccessToken
 from runtime.clock import FakeClock
 from tests.support.fakes import FakeBroker
+from tests.support.kis import PRICE_PATH
 
 HOUR = 3600
-PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
-SCOPE = BrokerScope(Mode.VTS, "0123456789ab")
-EPOCH = datetime(2026, 1, 5, tzinfo=UTC)
-
-
-def _token(expires_at: datetime) -> AccessToken:
-    return AccessToken(
-        value="t" * 32, token_type="Bearer", expires_at=expires_at, issued_at=EPOCH, scope=SCOPE
-    )
-
-
-@given(
-    expires_in=st.integers(min_value=-48 * HOUR, max_value=48 * HOUR),
-    margin=st.integers(min_value=0, max_value=12 * HOUR),
-    offset_us=st.integers(min_value=-1, max_value=1),
-)
-def test_token_state_classification_matches_its_definition(
-    expires_in: int, margin: int, offset_us: int
-) -> None:
-    now = EPOCH + timedelta(microseconds=offset_us)
-    token = _token(EPOCH + timedelta(seconds=expires_in))
-    margin_td = timedelta(seconds=margin)
-
-    state = token_state(token, now, margin_td)
-
-    assert (state is TokenState.EXPIRED) == (now >= token.expires_at)
-    assert (state is TokenState.FRESH) == (now < token.expires_at - margin_td)
-    assert (state is TokenState.STALE) == (token.expires_at - margin_td <= now < token.expires_at)
-    assert refresh_at(token, margin_td) == token.expires_at - margin_td
-
-
-@given(expires_in=st.integers(min_value=1, max_value=48 * HOUR))
-def test_zero_margin_makes_every_unexpired_token_fresh(expires_in: int) -> None:
-    token = _token(EPOCH + timedelta(seconds=expires_in))
-
-    assert token_state(token, EPOCH, timedelta(0)) is TokenState.FRESH
-    assert token_state(token, token.expires_at, timedelta(0)) is TokenState.EXPIRED
 
 
 # (lifetime s, margin s, reuse window in permille of the lifetime or None). KIS's own figures
@@ -152,7 +117,7 @@ class TokenCacheMachine(RuleBasedStateMachine):
     @rule()
     def call(self) -> None:
         sent_before = len(self.broker.sent)
-        answer = self.runtime.call("GET", PRICE, tr_id="FHKST01010100")
+        answer = self.runtime.call("GET", PRICE_PATH, tr_id="FHKST01010100")
         assert answer.status == 200
         _, token = self.broker.sent[-1]
         assert len(self.broker.sent) - sent_before in (1, 2)

@@ -1,21 +1,81 @@
-"""A tiny KIS client for the emulator tests: real HTTP over urllib3, no mocks."""
+"""The one way tests start a KIS emulator (``running_emulator``, ``Emulators``), hand-driven
+clocks for it, and a tiny KIS client for the emulator tests: real HTTP over urllib3, no mocks."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import urllib3
 
-from kis_emulator import EmulatorAccount
+from kis_emulator import EmulatorAccount, EmulatorClock, EmulatorConfig, KISEmulator
+from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID
 
-PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
-BALANCE_PATH = "/uapi/domestic-stock/v1/trading/inquire-balance"
-PRICE_TR = "FHKST01010100"
 BALANCE_TR = {"VTS": "VTTC8434R", "REAL": "TTTC8434R"}
-PRICE_QUERY = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
+
+
+def _emulator(
+    mode: str,
+    accounts: Sequence[EmulatorAccount] | None,
+    clock: EmulatorClock | None,
+    config: EmulatorConfig | None,
+    settings: dict[str, Any],
+) -> KISEmulator:
+    if config is not None and settings:
+        raise TypeError("pass either config or EmulatorConfig fields, not both")
+    chosen = config if config is not None else EmulatorConfig(**settings)
+    return KISEmulator(
+        mode, accounts=list(accounts) if accounts is not None else None, clock=clock, config=chosen
+    )
+
+
+@contextmanager
+def running_emulator(
+    mode: str = "VTS",
+    *,
+    accounts: Sequence[EmulatorAccount] | None = None,
+    clock: EmulatorClock | None = None,
+    config: EmulatorConfig | None = None,
+    **settings: Any,
+) -> Iterator[KISEmulator]:
+    """An emulator of ``mode`` on a free loopback port for the ``with`` block; ``settings`` are
+    EmulatorConfig fields (``max_rps=None``, ``token_lifetime=...``) unless ``config`` is given."""
+    with _emulator(mode, accounts, clock, config, settings) as emulator:
+        yield emulator
+
+
+class Emulators:
+    """Starts emulators for one test (the ``emulators`` fixture) and stops them all at its end;
+    ``accounts`` are the ones an emulator knows unless ``start`` names others."""
+
+    def __init__(self, accounts: Sequence[EmulatorAccount] | None = None) -> None:
+        self._accounts = list(accounts) if accounts is not None else None
+        self._running: list[KISEmulator] = []
+
+    def start(
+        self,
+        mode: str = "VTS",
+        accounts: Sequence[EmulatorAccount] | None = None,
+        *,
+        clock: EmulatorClock | None = None,
+        config: EmulatorConfig | None = None,
+        **settings: Any,
+    ) -> KISEmulator:
+        """A started emulator of ``mode``."""
+        known = accounts if accounts is not None else self._accounts
+        emulator = _emulator(mode, known, clock, config, settings)
+        emulator.start("127.0.0.1", 0)
+        self._running.append(emulator)
+        return emulator
+
+    def stop_all(self) -> None:
+        for emulator in self._running:
+            emulator.stop()
+        self._running.clear()
 
 
 class ManualClock:
@@ -100,7 +160,7 @@ class Client:
         )
 
     def price(self, token: str | None, query: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
-        return self.call(PRICE_PATH, token, PRICE_TR, PRICE_QUERY if query is None else query)
+        return self.call(PRICE_PATH, token, PRICE_TR_ID, PRICE_PARAMS if query is None else query)
 
     def admin(self, method: str, name: str, body: Any = None) -> urllib3.BaseHTTPResponse:
         url = f"{self.base_url}/__emulator__/{name}"

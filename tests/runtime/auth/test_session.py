@@ -1,16 +1,12 @@
 """KISRuntime over the FakeBroker: token injection, one reactive reissue, orders refused,
-deadlines, revoke; and the composition root that builds it.
+deadlines, revoke. The composition root that builds it is tested in tests/runtime/test_bootstrap.py.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,31 +14,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.auth.session import KISRuntime
-from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.stores.memory import InMemoryTokenStore
-from runtime.auth.stores.redis import RedisTokenStore
 from runtime.auth.token_cache import TokenCache, TokenSource
-from runtime.bootstrap import build_runtime, build_store
-from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, Mode
+from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse
 from runtime.clock import FakeClock
 from runtime.errors import (
     BrokerUnavailableError,
-    ConfigError,
     CredentialsRejectedError,
     InvalidRequestError,
     OrderRefusedError,
     QTSError,
-    ScopeMismatchError,
     StaleTokenError,
     TokenRejectedError,
 )
-from runtime.settings import StoreKind, TokenStoreSpec
 from tests.support.fakes import FakeBroker
-from tests.support.kis import REAL_KEY, VTS_KEY, settings_for
+from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID
 
-PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
-PRICE_TR = "FHKST01010100"
-PRICE_PARAMS = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
 HASHKEY = "/uapi/hashkey"  # a POST that is not an order
 DEADLINE_S = 20.0
 
@@ -100,21 +87,21 @@ class ClockEatingBroker(FakeBroker):
 
 
 def test_call_injects_the_current_token(runtime: KISRuntime, broker: FakeBroker) -> None:
-    answer = runtime.call("GET", PRICE, tr_id=PRICE_TR, params=PRICE_PARAMS)
+    answer = runtime.call("GET", PRICE_PATH, tr_id=PRICE_TR_ID, params=PRICE_PARAMS)
 
     assert answer.status == 200
     assert answer.body["rt_cd"] == "0"
     [(request, token)] = broker.sent
     assert token == broker.issued[0] == runtime.access_token()
     assert request.method == "GET"
-    assert request.path == PRICE
-    assert request.tr_id == PRICE_TR
+    assert request.path == PRICE_PATH
+    assert request.tr_id == PRICE_TR_ID
     assert dict(request.params) == PRICE_PARAMS
 
 
 def test_consecutive_calls_reuse_the_cached_token(runtime: KISRuntime, broker: FakeBroker) -> None:
     for _ in range(3):
-        runtime.call("GET", PRICE, tr_id=PRICE_TR)
+        runtime.call("GET", PRICE_PATH, tr_id=PRICE_TR_ID)
 
     assert broker.issue_calls == 1
     assert set(sent_tokens(broker)) == {broker.issued[0]}
@@ -142,7 +129,7 @@ def test_a_get_rejected_with_egw00121_is_reissued_and_retried_once(
     broker.void()  # KIS voided every token (maintenance, another process revoked it)
 
     with caplog.at_level(logging.INFO, logger="runtime.auth.session"):
-        answer = runtime.call("GET", PRICE, tr_id=PRICE_TR)
+        answer = runtime.call("GET", PRICE_PATH, tr_id=PRICE_TR_ID)
 
     assert answer.status == 200
     new = broker.issued[1]
@@ -163,7 +150,7 @@ def test_a_get_rejected_with_egw00123_is_reissued_and_retried_once(
     kis_clock.advance(timedelta(hours=24, seconds=1).total_seconds())
 
     with caplog.at_level(logging.INFO, logger="runtime.auth.session"):
-        answer = runtime.call("GET", PRICE, tr_id=PRICE_TR)
+        answer = runtime.call("GET", PRICE_PATH, tr_id=PRICE_TR_ID)
 
     assert answer.status == 200
     assert sent_tokens(broker) == [old, broker.issued[1]]
@@ -193,7 +180,7 @@ def test_a_reissue_handing_back_the_rejected_token_raises_stale_without_looping(
     runtime = make_runtime(broker, store, clock)
 
     with pytest.raises(StaleTokenError) as raised:
-        runtime.call("GET", PRICE, tr_id=PRICE_TR)
+        runtime.call("GET", PRICE_PATH, tr_id=PRICE_TR_ID)
 
     assert isinstance(raised.value, TokenRejectedError)
     assert len(broker.sent) <= 2
@@ -211,7 +198,7 @@ def test_the_retry_after_a_rejection_respects_the_call_deadline(
     broker.void()
 
     with pytest.raises(BrokerUnavailableError, match="deadline"):
-        runtime.call("GET", PRICE, tr_id=PRICE_TR)
+        runtime.call("GET", PRICE_PATH, tr_id=PRICE_TR_ID)
 
     assert len(broker.sent) == 1
     assert broker.issue_calls == 1
@@ -221,7 +208,7 @@ def test_an_issuance_failure_inside_call_is_raised_as_is(runtime: KISRuntime, br
     broker.issue_errors.append(CredentialsRejectedError("유효하지 않은 AppKey입니다.", code="EGW00103"))
 
     with pytest.raises(CredentialsRejectedError):
-        runtime.call("GET", PRICE, tr_id=PRICE_TR)
+        runtime.call("GET", PRICE_PATH, tr_id=PRICE_TR_ID)
 
     assert broker.sent == []
 
@@ -279,20 +266,20 @@ def test_order_endpoints_are_refused_before_any_token_or_send(
 @pytest.mark.parametrize(
     ("method", "path", "tr_id", "extra"),
     [
-        ("PUT", PRICE, PRICE_TR, {}),
-        ("DELETE", PRICE, PRICE_TR, {}),
-        ("", PRICE, PRICE_TR, {}),
-        ("GET", "https://evil.example/uapi/x", PRICE_TR, {}),
-        ("GET", "uapi/domestic-stock/v1/quotations/inquire-price", PRICE_TR, {}),
-        ("GET", "/uapi/../oauth2/tokenP", PRICE_TR, {}),
-        ("GET", "/uapi//domestic-stock", PRICE_TR, {}),
-        ("GET", "/uapi/x?y=1", PRICE_TR, {}),
-        ("GET", PRICE, "fhkst01010100", {}),
-        ("GET", PRICE, "", {}),
-        ("GET", PRICE, "FHKST 01010100", {}),
-        ("GET", PRICE, "F" * 21, {}),
-        ("GET", PRICE, PRICE_TR, {"tr_cont": "X"}),
-        ("GET", PRICE, PRICE_TR, {"params": [1, 2, 3]}),
+        ("PUT", PRICE_PATH, PRICE_TR_ID, {}),
+        ("DELETE", PRICE_PATH, PRICE_TR_ID, {}),
+        ("", PRICE_PATH, PRICE_TR_ID, {}),
+        ("GET", "https://evil.example/uapi/x", PRICE_TR_ID, {}),
+        ("GET", "uapi/domestic-stock/v1/quotations/inquire-price", PRICE_TR_ID, {}),
+        ("GET", "/uapi/../oauth2/tokenP", PRICE_TR_ID, {}),
+        ("GET", "/uapi//domestic-stock", PRICE_TR_ID, {}),
+        ("GET", "/uapi/x?y=1", PRICE_TR_ID, {}),
+        ("GET", PRICE_PATH, "fhkst01010100", {}),
+        ("GET", PRICE_PATH, "", {}),
+        ("GET", PRICE_PATH, "FHKST 01010100", {}),
+        ("GET", PRICE_PATH, "F" * 21, {}),
+        ("GET", PRICE_PATH, PRICE_TR_ID, {"tr_cont": "X"}),
+        ("GET", PRICE_PATH, PRICE_TR_ID, {"params": [1, 2, 3]}),
     ],
 )
 def test_an_invalid_call_is_refused_before_any_token_or_send(
@@ -309,9 +296,9 @@ def test_an_invalid_call_is_refused_before_any_token_or_send(
 @settings(max_examples=200, deadline=None)
 @given(
     method=st.sampled_from(["GET", "get", "POST", "PUT", "HEAD"]) | st.text(max_size=8),
-    path=st.sampled_from([PRICE, HASHKEY, "/uapi/domestic-stock/v1/trading/order-cash"])
+    path=st.sampled_from([PRICE_PATH, HASHKEY, "/uapi/domestic-stock/v1/trading/order-cash"])
     | st.text(alphabet="/abcdefghijklmnopqrstuvwxyz-._?%", max_size=40),
-    tr_id=st.sampled_from([PRICE_TR, "VTTC8434R"]) | st.text(max_size=24),
+    tr_id=st.sampled_from([PRICE_TR_ID, "VTTC8434R"]) | st.text(max_size=24),
     void_first=st.booleans(),
 )
 def test_every_error_escaping_call_is_a_qts_error(
@@ -365,94 +352,3 @@ def test_revoke_in_a_new_process_revokes_the_stored_token(
     assert broker.revoked == [token]
     assert store.load(runtime.scope) is None
     assert broker.issue_calls == 1
-
-
-# --- the composition root --------------------------------------------------------------------
-
-
-def test_build_runtime_refuses_a_broker_of_another_app_key(clock: FakeClock) -> None:
-    settings = settings_for(Mode.VTS.official_base_url)
-
-    with pytest.raises(ScopeMismatchError):
-        build_runtime(settings, clock=clock, store=InMemoryTokenStore(), broker=FakeBroker(clock))
-
-
-def test_build_runtime_refuses_a_broker_of_another_mode(clock: FakeClock) -> None:
-    settings = settings_for(Mode.REAL.official_base_url, Mode.REAL)
-    vts_broker = FakeBroker(clock, mode=Mode.VTS, app_key=REAL_KEY)
-
-    with pytest.raises(ScopeMismatchError):
-        build_runtime(settings, clock=clock, store=InMemoryTokenStore(), broker=vts_broker)
-
-
-def test_build_runtime_uses_the_injected_store_and_clock(clock: FakeClock) -> None:
-    settings = settings_for(Mode.VTS.official_base_url, refresh_margin=timedelta(minutes=30))
-    broker = FakeBroker(clock, app_key=VTS_KEY)
-    store = InMemoryTokenStore()
-
-    with build_runtime(settings, clock=clock, store=store, broker=broker) as runtime:
-        token = runtime.access_token()
-        assert runtime.scope == settings.scope == token.scope
-        assert store.load(settings.scope) == token
-        assert token.issued_at == clock.now()
-        assert runtime.cache.margin == settings.refresh_margin
-
-        clock.advance(timedelta(hours=23, minutes=30).total_seconds())
-        assert runtime.access_token() != token  # stale by the settings' margin on the injected clock
-        assert broker.issue_calls == 2
-
-
-def test_build_store_builds_the_store_each_kind_names(tmp_path: Path) -> None:
-    assert isinstance(build_store(TokenStoreSpec(StoreKind.MEMORY)), InMemoryTokenStore)
-    default_file = build_store(TokenStoreSpec(StoreKind.FILE))
-    assert isinstance(default_file, FileTokenStore)
-    chosen = build_store(TokenStoreSpec(StoreKind.FILE, str(tmp_path / "tokens")))
-    assert isinstance(chosen, FileTokenStore)
-    # Redis connects lazily: building it sends nothing, so no server is needed here.
-    assert isinstance(build_store(TokenStoreSpec(StoreKind.REDIS, "redis://127.0.0.1:1/0")), RedisTokenStore)
-
-
-def test_build_store_refuses_a_redis_url_redis_py_cannot_use() -> None:
-    with pytest.raises(ConfigError, match="QTS_TOKEN_STORE"):
-        build_store(TokenStoreSpec(StoreKind.REDIS, "redis://127.0.0.1:notaport/0"))
-
-
-def test_an_injected_store_wins_over_the_configured_kind(clock: FakeClock) -> None:
-    settings = settings_for(Mode.VTS.official_base_url, token_store=TokenStoreSpec(StoreKind.FILE))
-    store = InMemoryTokenStore()
-
-    runtime = build_runtime(settings, clock=clock, store=store, broker=FakeBroker(clock, app_key=VTS_KEY))
-
-    token = runtime.access_token()
-
-    assert store.load(settings.scope) == token
-
-
-def test_build_store_memory_gives_an_in_memory_store() -> None:
-    assert isinstance(build_store(TokenStoreSpec(StoreKind.MEMORY)), InMemoryTokenStore)
-
-
-def test_importing_the_runtime_reads_no_environment() -> None:
-    env = {
-        **os.environ,
-        "KIS_MODE": "bogus",
-        "QTS_TOKEN_STORE": "junk",
-        "QTS_REFRESH_MARGIN_S": "not-a-number",
-        "KIS_CA_BUNDLE": "/nonexistent/ca.pem",
-    }
-    modules = (
-        "runtime, runtime.bootstrap, runtime.config, runtime.settings, runtime.auth.session, "
-        "runtime.auth.token_cache, runtime.auth.stores, runtime.broker.kis.adapter"
-    )
-
-    done = subprocess.run(  # noqa: S603 - fixed arguments, our own interpreter
-        [sys.executable, "-c", f"import {modules}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == ""

@@ -24,6 +24,7 @@ from kis_emulator import KISEmulator, demo_account
 from runtime.auth.stores.file import FileTokenStore
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.masking import fingerprint
+from tests.support.emulator import running_emulator
 from tests.support.processes import child_env, start_at_once
 
 TIMEOUT_S = 60
@@ -33,7 +34,7 @@ T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
 @pytest.fixture
 def emulator() -> Iterator[KISEmulator]:
-    with KISEmulator("VTS") as emu:
+    with running_emulator("VTS") as emu:
         yield emu
 
 
@@ -82,7 +83,7 @@ def test_five_restarts_reuse_the_stored_token(emulator: KISEmulator, tmp_path: P
 
 
 def test_restarts_do_not_mix_modes_in_one_store_folder(tmp_path: Path) -> None:
-    with KISEmulator("VTS") as vts, KISEmulator("REAL") as real:
+    with running_emulator("VTS") as vts, running_emulator("REAL") as real:
         cache = tmp_path / "cache"
         real_account = demo_account("REAL")
         real_env = {

@@ -1,20 +1,15 @@
-"""Value objects, masking, errors and clocks: the small pieces everything else relies on."""
+"""The broker port's values (runtime.broker.base): AccessToken, BrokerScope, Mode, requests, credentials."""
 
 from __future__ import annotations
 
-import string
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import attrs
 import pytest
-from hypothesis import assume, given
-from hypothesis import strategies as st
 
-from runtime import errors
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
-from runtime.clock import FakeClock, OffsetClock, SystemClock
-from runtime.masking import fingerprint, mask
+from runtime.masking import fingerprint
 from runtime.settings import AppCredentials
 
 SCOPE = BrokerScope(Mode.VTS, "0123456789ab")
@@ -22,9 +17,6 @@ ISSUED = datetime(2026, 1, 5, 9, 0, tzinfo=ZoneInfo("Asia/Seoul"))
 VALUE = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzUxMiJ9.secret-part-of-the-token.signature"
 KEY = "PSvaluesKey0000000000000000000000001"
 SECRET = "valuesSecret" + "z" * 168
-
-# Token values and app keys are printable ASCII without spaces (AccessToken enforces it).
-TOKEN_TEXT = st.text(alphabet=string.ascii_letters + string.digits + string.punctuation, min_size=1)
 
 
 def make_token(**changes: object) -> AccessToken:
@@ -124,49 +116,6 @@ def test_mode_parse_accepts_case_and_spaces_and_names_the_allowed_values() -> No
         Mode.parse("PAPER")
 
 
-# --- masking ---------------------------------------------------------------------------------
-
-
-@given(TOKEN_TEXT)
-def test_mask_never_returns_its_input_and_keeps_the_length(value: str) -> None:
-    masked = mask(value)
-
-    assert masked != value
-    assert masked.endswith(f"({len(value)} chars)")
-
-
-@given(TOKEN_TEXT.filter(lambda v: len(v) >= 8))
-def test_mask_never_contains_a_value_of_8_or_more_chars(value: str) -> None:
-    assert value not in mask(value)
-
-
-@given(st.text(min_size=0, max_size=23))
-def test_mask_shows_nothing_of_a_short_value(value: str) -> None:
-    assert mask(value) == f"****({len(value)} chars)"
-
-
-@given(st.text(min_size=24))
-def test_mask_shows_only_four_characters_at_each_end_of_a_long_value(value: str) -> None:
-    assert mask(value) == f"{value[:4]}…{value[-4:]}({len(value)} chars)"
-
-
-def test_fingerprint_is_12_lowercase_hex_and_stable() -> None:
-    fp = fingerprint(KEY)
-
-    assert len(fp) == 12
-    assert set(fp) <= set("0123456789abcdef")
-    assert fingerprint(KEY) == fp
-    assert KEY[:6] not in fp
-    BrokerScope(Mode.VTS, fp)  # a valid scope name
-
-
-@given(TOKEN_TEXT, TOKEN_TEXT)
-def test_fingerprint_differs_for_different_keys(one: str, two: str) -> None:
-    assume(one != two)
-
-    assert fingerprint(one) != fingerprint(two)
-
-
 # --- AppCredentials --------------------------------------------------------------------------
 
 
@@ -204,101 +153,3 @@ def test_broker_request_normalises_the_method_and_freezes_params() -> None:
 )
 def test_broker_response_next_page_follows_tr_cont(tr_cont: str | None, more: bool) -> None:
     assert BrokerResponse(200, {}, tr_cont=tr_cont).has_next_page is more
-
-
-# --- errors ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", errors.__all__)
-def test_every_error_derives_from_qts_error(name: str) -> None:
-    assert issubclass(getattr(errors, name), errors.QTSError)
-
-
-def test_error_str_carries_the_kis_code() -> None:
-    assert str(errors.TokenRejectedError("expired", code="EGW00123")) == "expired [EGW00123]"
-    assert errors.TokenRejectedError("expired", code="EGW00123").expired
-    assert not errors.TokenRejectedError("invalid", code="EGW00121").expired
-    assert str(errors.QTSError("plain")) == "plain"
-
-
-def test_error_leaves_say_what_the_caller_does() -> None:
-    assert issubclass(errors.StaleTokenError, errors.TokenRejectedError)
-    assert issubclass(errors.WrongModeError, errors.CredentialsRejectedError)
-    assert issubclass(errors.IssuanceRateLimitedError, errors.RateLimitedError)
-    assert errors.BrokerUnavailableError("down").retryable
-    assert errors.RateLimitedError("slow", retry_after=timedelta(seconds=1)).retryable
-    assert not errors.CredentialsRejectedError("bad key").retryable
-    assert errors.ConfigError("bad").exit_code == 2
-
-
-def test_config_error_keeps_its_own_copy_of_problems() -> None:
-    problems = {"KIS_MODE": "bad"}
-    error = errors.ConfigError("bad", problems=problems)
-    problems["QTS_TOKEN_STORE"] = "bad"
-
-    assert error.problems == {"KIS_MODE": "bad"}
-
-
-# --- clocks ----------------------------------------------------------------------------------
-
-
-def test_fake_clock_refuses_to_go_backwards() -> None:
-    clock = FakeClock()
-    before, before_mono = clock.now(), clock.monotonic()
-
-    with pytest.raises(ValueError, match="backwards"):
-        clock.advance(-1)
-
-    assert clock.now() == before
-    assert clock.monotonic() == before_mono
-
-
-def test_fake_clock_moves_wall_and_monotonic_time_together() -> None:
-    clock = FakeClock()
-    start, mono = clock.now(), clock.monotonic()
-
-    clock.advance(90)
-    clock.sleep(10)
-    clock.sleep(-5)  # sleeping a negative time is a no-op, as time.sleep(0) would be
-
-    assert clock.now() - start == timedelta(seconds=100)
-    assert clock.monotonic() - mono == 100
-
-
-def test_fake_clock_is_timezone_aware_utc() -> None:
-    seoul = datetime(2026, 1, 5, 9, 0, tzinfo=ZoneInfo("Asia/Seoul"))
-    clock = FakeClock(seoul)
-
-    assert clock.now() == seoul
-    assert clock.now().utcoffset() == timedelta(0)
-    with pytest.raises(ValueError, match="aware"):
-        FakeClock(datetime(2026, 1, 5))
-
-
-def test_fake_clock_set_wall_steps_wall_time_only() -> None:
-    clock = FakeClock()
-    mono = clock.monotonic()
-    earlier = clock.now() - timedelta(minutes=5)
-
-    clock.set_wall(earlier)
-
-    assert clock.now() == earlier
-    assert clock.monotonic() == mono
-    with pytest.raises(ValueError, match="aware"):
-        clock.set_wall(datetime(2026, 1, 5))
-
-
-def test_offset_clock_refuses_to_go_backwards_and_jumps_ahead() -> None:
-    clock = OffsetClock()
-    with pytest.raises(ValueError, match="backwards"):
-        clock.advance(-1)
-
-    before = clock.now()
-    clock.advance(86400)
-    assert clock.now() - before >= timedelta(hours=24)
-
-
-def test_system_clock_is_timezone_aware_utc() -> None:
-    now = SystemClock().now()
-
-    assert now.utcoffset() == timedelta(0)

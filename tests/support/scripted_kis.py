@@ -26,18 +26,18 @@ import pytest
 
 from kis_emulator import demo_account
 from runtime.broker.base import AccessToken, BrokerScope
-from tests.support.kis import jwt, recorded, token_reply
+from tests.support.kis import (
+    REVOKE_PATH,
+    TOKEN_PATH,
+    jwt,
+    recorded,
+    token_reply,
+)
 from tests.support.servers import LOOPBACK as LOOPBACK
 from tests.support.servers import BacklogFullServer as BacklogFullServer
 from tests.support.servers import LoopbackHTTPServer, Reply
 from tests.support.servers import SilentServer as SilentServer
 from tests.support.servers import closed_url as closed_url
-
-TOKEN_PATH = "/oauth2/tokenP"
-REVOKE_PATH = "/oauth2/revokeP"
-PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
-PRICE_TR_ID = "FHKST01010100"
-PRICE_PARAMS = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
 
 #: The credentials every hostile test uses: the emulator's VTS demo pair (36/180 chars).
 ACCOUNT = demo_account("VTS")

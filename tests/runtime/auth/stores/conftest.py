@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.runtime.stores.redis_server import redis_server
+from tests.support.redis import redis_server
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,9 @@ import urllib3
 from kis_emulator import (
     DEMO_REAL_ACCOUNT,
     DEMO_VTS_ACCOUNT,
-    EmulatorConfig,
     KISEmulator,
 )
-from tests.emulator.helpers import Client, ManualClock
+from tests.support.emulator import Client, ManualClock, running_emulator
 
 
 @pytest.fixture
@@ -27,30 +26,28 @@ def http() -> Iterator[urllib3.PoolManager]:
 @pytest.fixture
 def emulator() -> Iterator[KISEmulator]:
     """A VTS host without the per-second limit (tests that need it turn it back on)."""
-    emu = KISEmulator("VTS", config=EmulatorConfig(max_rps=None))
-    emu.start()
-    yield emu
-    emu.stop()
+    with running_emulator("VTS", max_rps=None) as emu:
+        yield emu
 
 
 @pytest.fixture
 def real_emulator() -> Iterator[KISEmulator]:
     """A REAL host with default settings."""
-    with KISEmulator("REAL") as emu:
+    with running_emulator("REAL") as emu:
         yield emu
 
 
 @pytest.fixture
 def manual_vts(http: urllib3.PoolManager) -> Iterator[tuple[KISEmulator, Client]]:
     """A default VTS host on a hand-driven clock, for rules where real time must not leak in."""
-    with KISEmulator("VTS", clock=ManualClock()) as emu:
+    with running_emulator("VTS", clock=ManualClock()) as emu:
         yield emu, Client(http, emu.base_url, DEMO_VTS_ACCOUNT)
 
 
 @pytest.fixture
 def manual_real(http: urllib3.PoolManager) -> Iterator[tuple[KISEmulator, Client]]:
     """A default REAL host on a hand-driven clock."""
-    with KISEmulator("REAL", clock=ManualClock()) as emu:
+    with running_emulator("REAL", clock=ManualClock()) as emu:
         yield emu, Client(http, emu.base_url, DEMO_REAL_ACCOUNT)
 
 

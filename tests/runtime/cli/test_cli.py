@@ -32,16 +32,9 @@ from kis_emulator import (
     KISEmulator,
     default_accounts,
 )
-from tests.cli.conftest import (
-    FULL_TOKEN,
-    PRICE_TR_ID,
-    QTS,
-    REAL_MARKER,
-    TOKEN_PATH,
-    EmulatorClient,
-    Emulators,
-    Result,
-)
+from tests.support.cli import FULL_TOKEN, QTS, REAL_MARKER, EmulatorClient, Result
+from tests.support.emulator import Emulators
+from tests.support.kis import PRICE_TR_ID, TOKEN_PATH
 
 DEMO_STEPS = ["mode", "issue", "cache", "quote", "expiry", "reissue", "retry", "revoke", "summary"]
 MASKED = re.compile(r"^\S{4}…\S{4}\(\d+ chars\)$")

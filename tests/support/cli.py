@@ -1,13 +1,5 @@
-"""Fixtures for the ``qts`` subprocess tests.
-
-Every test runs the real command as a child process (``python -m runtime.cli``) with an
-environment built from nothing but PATH, HOME and XDG_CACHE_HOME (both inside ``tmp_path``) and
-the variables the test names, in ``tmp_path`` as its working directory so no stray ``.env`` is
-read. The KIS host is a ``KISEmulator`` started in the test process on 127.0.0.1.
-
-Every run is checked for leaks on the way out: no app secret anywhere and no full token
-anywhere, except on stdout of ``qts token --reveal``.
-"""
+"""Running ``qts`` as a child process (``python -m runtime.cli``) in a bare environment, with a
+leak check on every run, and a small HTTP client for the emulator's admin endpoints."""
 
 from __future__ import annotations
 
@@ -17,7 +9,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +17,9 @@ from typing import Any
 import pytest
 import urllib3
 
-from kis_emulator import EmulatorAccount, EmulatorConfig, KISEmulator
+from kis_emulator import EmulatorAccount, KISEmulator
+from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, TOKEN_PATH
 
-PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
-PRICE_TR_ID = "FHKST01010100"
-PRICE_QUERY = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
-TOKEN_PATH = "/oauth2/tokenP"
 REAL_MARKER = "[REAL 실전]"
 
 #: A whole KIS access token (three base64url segments); masked tokens contain "…" and never match.
@@ -191,7 +180,7 @@ class EmulatorClient:
         reply = self.http.request(
             "GET",
             self.emulator.base_url + PRICE_PATH,
-            fields=PRICE_QUERY,
+            fields=PRICE_PARAMS,
             headers={
                 "content-type": "application/json; charset=utf-8",
                 "authorization": f"Bearer {token}",
@@ -204,58 +193,3 @@ class EmulatorClient:
         body = reply.json()
         assert isinstance(body, dict)
         return reply.status, body
-
-
-@pytest.fixture(scope="session")
-def vts_account() -> EmulatorAccount:
-    return make_account("VTS")
-
-
-@pytest.fixture(scope="session")
-def real_account() -> EmulatorAccount:
-    return make_account("REAL")
-
-
-@pytest.fixture
-def qts(tmp_path: Path, vts_account: EmulatorAccount, real_account: EmulatorAccount) -> QTS:
-    return QTS(tmp_path, (vts_account.app_secret, real_account.app_secret))
-
-
-class Emulators:
-    """Starts emulators for one test and stops them all at its end."""
-
-    def __init__(self, vts: EmulatorAccount, real: EmulatorAccount) -> None:
-        self._accounts = (vts, real)
-        self._running: list[KISEmulator] = []
-
-    def start(
-        self, mode: str = "VTS", accounts: Sequence[EmulatorAccount] | None = None, **config: Any
-    ) -> KISEmulator:
-        """A started emulator of ``mode``; by default it knows this run's VTS and REAL accounts."""
-        emulator = KISEmulator(
-            mode,
-            accounts=list(accounts) if accounts is not None else list(self._accounts),
-            config=EmulatorConfig(**config),
-        )
-        emulator.start("127.0.0.1", 0)
-        self._running.append(emulator)
-        return emulator
-
-    def stop_all(self) -> None:
-        for emulator in self._running:
-            emulator.stop()
-        self._running.clear()
-
-
-@pytest.fixture
-def emulators(vts_account: EmulatorAccount, real_account: EmulatorAccount) -> Iterator[Emulators]:
-    running = Emulators(vts_account, real_account)
-    yield running
-    running.stop_all()
-
-
-@pytest.fixture
-def http() -> Iterator[urllib3.PoolManager]:
-    pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2.0, read=5.0))
-    yield pool
-    pool.clear()
