@@ -10,14 +10,15 @@ from typing import Any
 
 from runtime.auth.pacing import DEFAULT_MAX_RPS, Pacer
 from runtime.auth.ports import ClockPort
+from runtime.auth.stores.bounds import within
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerRequest, BrokerResponse, BrokerScope
+from runtime.deadline import Deadline
 from runtime.errors import (
     BrokerUnavailableError,
     CallRateLimitedError,
     InvalidRequestError,
     OrderRefusedError,
-    StaleTokenError,
     TokenRejectedError,
 )
 
@@ -69,7 +70,8 @@ class KISRuntime:
 
     def access_token(self) -> AccessToken:
         """A token valid for at least the refresh margin, for callers that need it themselves."""
-        return self._cache.get(timeout_s=self._deadline_s)
+        with within(Deadline.after(self._clock, self._deadline_s)):
+            return self._cache.get(timeout_s=self._deadline_s)
 
     def call(
         self,
@@ -93,7 +95,11 @@ class KISRuntime:
             raise InvalidRequestError(f"invalid call: {exc}") from exc
         if request.is_order:
             raise OrderRefusedError(f"{request.path} is an order endpoint; Phase 2 sends no orders")
-        deadline = self._clock.monotonic() + self._deadline_s
+        # One deadline for the whole call: every store and lock operation on the way keeps to it.
+        with within(Deadline.after(self._clock, self._deadline_s)):
+            return self._call(request, self._clock.monotonic() + self._deadline_s)
+
+    def _call(self, request: BrokerRequest, deadline: float) -> BrokerResponse:
         token = self._cache.get(timeout_s=self._remaining(deadline))
         try:
             return self._send(request, token, deadline)
@@ -104,19 +110,23 @@ class KISRuntime:
             _log.info("token %s rejected (%s); reissuing and retrying once", token.masked, rejected.code)
             fresh = self._cache.get(timeout_s=self._remaining(deadline))
             if fresh.value == token.value:
-                raise StaleTokenError(
-                    "KIS rejected the token and the reissue returned the same one", code=rejected.code
-                ) from rejected
+                # The reissue is blocked (EGW00133 or the budget) and the cache kept the token:
+                # a one-off rejection deserves one more try rather than a local failure.
+                _log.warning("reissue blocked; retrying once with %s", token.masked)
             return self._send(request, fresh, deadline)
 
     def revoke(self) -> AccessToken | None:
-        """Revoke the held token at KIS and drop it from the store; returns what was revoked."""
-        token = self._cache.held()
-        if token is None:
-            return None
-        self._broker.revoke_token(token, timeout_s=self._deadline_s)
-        self._cache.forget()
-        return token
+        """Revoke the held token at KIS and drop it from the store; returns what was revoked.
+
+        All of it within the call deadline: a store lock held elsewhere is not waited out."""
+        deadline = self._clock.monotonic() + self._deadline_s
+        with within(Deadline.after(self._clock, self._deadline_s)):
+            token = self._cache.held()
+            if token is None:
+                return None
+            self._broker.revoke_token(token, timeout_s=self._remaining(deadline))
+            self._cache.forget()
+            return token
 
     def close(self) -> None:
         """Release connections. The runtime is not usable afterwards."""

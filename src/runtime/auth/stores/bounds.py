@@ -23,7 +23,12 @@ _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("qts_
 
 @contextlib.contextmanager
 def within(deadline: Deadline | None) -> Iterator[None]:
-    """Bound every store operation in this block (this thread) by ``deadline``."""
+    """Bound every store operation in this block (this thread) by ``deadline``.
+
+    None leaves the bound as it is (an outer call's deadline still holds)."""
+    if deadline is None:
+        yield
+        return
     token = _current.set(deadline)
     try:
         yield

@@ -22,7 +22,13 @@ from runtime.broker.kis import auth
 from runtime.broker.kis.transport import HttpReply, exchange
 from runtime.clock import ClockPort, SystemClock
 from runtime.deadline import Deadline
-from runtime.errors import BrokerUnavailableError, OrderRefusedError, QTSError, ScopeMismatchError
+from runtime.errors import (
+    BrokerUnavailableError,
+    CredentialsRejectedError,
+    OrderRefusedError,
+    QTSError,
+    ScopeMismatchError,
+)
 from runtime.settings import AppCredentials
 
 __all__ = ["KISBrokerAdapter", "tr_id_for_mode"]
@@ -61,6 +67,10 @@ class KISBrokerAdapter:
         self._clock: ClockPort = clock or SystemClock()
         self._timeout_s = timeout_s
         self._scope = BrokerScope(mode, credentials.fingerprint)
+        # KIS's rejection of these credentials (EGW00102/103/104/105/112/115, EGW02004), kept for
+        # the adapter's life: asking again cannot succeed, and a loop of calls must not send a
+        # tokenP each. Corrected credentials mean a new adapter (a new runtime), tried afresh.
+        self._rejected: CredentialsRejectedError | None = None
         # From here on no fragment of either credential can reach a log record or an error.
         scrub.register(credentials.app_key, permanent=True)
         scrub.register(credentials.app_secret, permanent=True)
@@ -97,7 +107,7 @@ class KISBrokerAdapter:
         return f"KISBrokerAdapter(scope={self._scope}, base_url={self._base_url!r})"
 
     def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
-        with _scrubbed_errors():
+        with _scrubbed_errors(), self._remembering_rejection():
             return self._issue_token(timeout_s)
 
     def _issue_token(self, timeout_s: float | None) -> AccessToken:
@@ -203,6 +213,23 @@ class KISBrokerAdapter:
                 break
             self._clock.sleep(pause)
         raise BrokerUnavailableError(f"KIS stayed unavailable for {budget:g} s")
+
+    @contextlib.contextmanager
+    def _remembering_rejection(self) -> Iterator[None]:
+        """tokenP: raise KIS's earlier rejection of these credentials at once; remember a new one."""
+        known = self._rejected
+        if known is not None:
+            again = type(known)(
+                f"{known.message} (KIS rejected these credentials earlier in this process; "
+                "nothing was sent: fix them and start again)",
+                code=known.code,
+            )
+            raise again
+        try:
+            yield
+        except CredentialsRejectedError as exc:
+            self._rejected = exc
+            raise
 
     def _check_scope(self, token: AccessToken) -> None:
         if token.scope != self._scope:
