@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -241,8 +242,8 @@ def test_qts_status_over_a_poisoned_file_exits_0(folder: Path, tmp_path: Path) -
     store.path_for(VTS).write_bytes(POISONS["nested 100 000 deep"])
     store.path_for(VTS).chmod(0o600)
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "QTS_TOKEN_STORE": f"file:{folder}"}
-    done = subprocess.run(  # noqa: S603 - this interpreter
-        [shutil.which("python") or "python", "-m", "runtime.cli", "status"],
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "status"],
         capture_output=True,
         text=True,
         env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
