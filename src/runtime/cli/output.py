@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from runtime.scrub import scrub
+
 __all__ = ["REAL_MARKER", "Output", "format_kst", "format_left"]
 
 REAL_MARKER = "[REAL 실전]"
@@ -42,16 +44,20 @@ class Output:
         stream = self.stderr if machine_stdout or self.as_json else self.stdout
         print(f"{REAL_MARKER} live trading account / 실전투자 계좌", file=stream, flush=True)
 
+    # Everything but ``raw`` (``qts token --reveal``, whose point is the token) goes through the
+    # secret scrubber: no fragment of a key, secret or token reaches qts output by accident.
+
     def line(self, text: str) -> None:
         if not self.as_json:
-            print(text, file=self.stdout, flush=True)
+            print(scrub(text), file=self.stdout, flush=True)
 
     def data(self, payload: dict[str, Any]) -> None:
         if self.as_json:
-            print(json.dumps(payload, ensure_ascii=False, sort_keys=True), file=self.stdout, flush=True)
+            text = json.dumps(payload, ensure_ascii=False, sort_keys=True)
+            print(scrub(text), file=self.stdout, flush=True)
 
     def raw(self, text: str) -> None:
         print(text, file=self.stdout, flush=True)
 
     def error(self, text: str) -> None:
-        print(text, file=self.stderr, flush=True)
+        print(scrub(text), file=self.stderr, flush=True)
