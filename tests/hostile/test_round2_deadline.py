@@ -246,3 +246,29 @@ def test_headers_over_the_total_cap_are_refused(adapter_for: Callable[[str], KIS
     finally:
         server.close()
     assert MAX_HEADER_BYTES < 60 * 1024
+
+
+@pytest.mark.parametrize(
+    ("count", "size"),
+    [(1, 20 * 1024), (70, 16), (30, 1500)],
+    ids=["one 20 KiB tr_cont", "70 headers", "30 headers of 1.5 KiB (45 KiB)"],
+)
+def test_a_long_header_many_headers_or_too_much_in_all_never_reach_the_caller(
+    adapter_for: Callable[[str], KISBrokerAdapter], count: int, size: int
+) -> None:
+    body = _answer("call")
+
+    def script() -> Iterator[bytes]:
+        yield b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        for n in range(count):
+            yield f"tr_cont{n or ''}: ".encode() + b"M" * size + b"\r\n"
+        yield b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+
+    server = DripServer(script, pause_s=0)
+    try:
+        adapter = adapter_for(server.url)
+        request = BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS)
+        with pytest.raises(MalformedResponseError, match="headers"):
+            adapter.send(request, fresh_token(adapter.scope), timeout_s=5)
+    finally:
+        server.close()

@@ -107,6 +107,10 @@ def test_a_valid_token_in_memory_is_served_while_redis_is_out(
                 redis_proc.resume()
     assert max(elapsed) <= DEADLINE_S + SLACK_S, elapsed
     assert len(_outage_warnings(caplog)) == 1, "one warning for the outage, not one per call"
+    runtime_warnings = [
+        r for r in caplog.records if r.name.startswith("runtime") and r.levelno >= logging.WARNING
+    ]
+    assert len(runtime_warnings) == 1, [r.getMessage() for r in runtime_warnings]
     assert emulator.counters()["token_requests"] == 1, "no tokenP while the store is out"
 
 

@@ -50,12 +50,20 @@ from runtime.errors import (
     TLSVerificationError,
 )
 
-__all__ = ["MAX_BODY_BYTES", "MAX_HEADERS", "MAX_HEADER_BYTES", "HttpReply", "exchange"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_HEADERS",
+    "MAX_HEADER_BYTES",
+    "MAX_HEADER_LINE_BYTES",
+    "HttpReply",
+    "exchange",
+]
 
 #: KIS answers are a few KiB; a balance page is well under 100 KiB.
 MAX_BODY_BYTES = 1024 * 1024
-#: KIS sends about a dozen short headers; 32 KiB in all and 64 of them is generous.
+#: KIS sends about a dozen short headers; 32 KiB in all, 8 KiB for one and 64 of them is generous.
 MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADER_LINE_BYTES = 8 * 1024
 MAX_HEADERS = 64
 _CHUNK = 64 * 1024
 _CONNECT_TIMEOUT_S = 5.0
@@ -158,13 +166,16 @@ def _send_and_read(
 def _check_headers(response: urllib3.BaseHTTPResponse) -> None:
     count = 0
     size = 0
+    longest = 0
     for name, value in response.headers.items():
         count += 1
-        size += len(name) + len(value) + 4
-    if count > MAX_HEADERS or size > MAX_HEADER_BYTES:
+        line = len(name) + len(value) + 4
+        size += line
+        longest = max(longest, line)
+    if count > MAX_HEADERS or size > MAX_HEADER_BYTES or longest > MAX_HEADER_LINE_BYTES:
         raise MalformedResponseError(
-            f"KIS's answer has {count} headers of {size} bytes in all (at most {MAX_HEADERS} "
-            f"and {MAX_HEADER_BYTES} bytes are accepted); refused"
+            f"KIS's answer has {count} headers of {size} bytes in all, the longest {longest} (at most "
+            f"{MAX_HEADERS}, {MAX_HEADER_BYTES} and {MAX_HEADER_LINE_BYTES} bytes are accepted); refused"
         )
 
 
