@@ -21,11 +21,11 @@ from datetime import datetime
 from typing import Any
 
 from runtime.bootstrap import build_runtime
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.broker.kis.auth import jwt_claim
 from runtime.clock import FakeClock
 from runtime.errors import QTSError
-from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
+from runtime.settings import Settings, StoreKind, TokenStoreSpec
 
 _MAX_LIFE_S = 60.0
 

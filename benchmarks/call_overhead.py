@@ -24,10 +24,9 @@ from runtime.auth.session import KISRuntime
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.bootstrap import build_http
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import SystemClock
-from runtime.settings import AppCredentials
 
 PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
 TR_ID = "FHKST01010100"

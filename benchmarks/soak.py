@@ -57,7 +57,7 @@ from kis_emulator import KISEmulator, demo_account
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores.file import FileTokenStore
 from runtime.bootstrap import build_runtime
-from runtime.broker.base import AccessToken, Mode
+from runtime.broker.base import AccessToken, AppCredentials, Mode
 from runtime.broker.kis.auth import jwt_claim
 from runtime.errors import (
     IssuanceRateLimitedError,
@@ -65,7 +65,7 @@ from runtime.errors import (
     QTSError,
     TokenRejectedError,
 )
-from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
+from runtime.settings import Settings, StoreKind, TokenStoreSpec
 
 BENCH_DIR = Path(__file__).resolve().parent
 CHILD_SCRIPT = BENCH_DIR / "_soak_child.py"

@@ -23,8 +23,8 @@ from _common import REPO, Measured, distribution, ns_to_ms, perf_ns, run_script,
 from kis_emulator import KISEmulator, demo_account
 from runtime.auth.stores.file import FileTokenStore
 from runtime.bootstrap import build_runtime
-from runtime.broker.base import Mode
-from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
+from runtime.broker.base import AppCredentials, Mode
+from runtime.settings import Settings, StoreKind, TokenStoreSpec
 
 sys.path.insert(0, str(REPO))
 from tests.support.processes import child_env, start_at_once

@@ -24,10 +24,10 @@ from kis_emulator import EmulatorConfig, KISEmulator, demo_account
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.bootstrap import build_http
-from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
+from runtime.broker.base import AccessToken, AppCredentials, BrokerRequest, BrokerResponse, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import OffsetClock
-from runtime.settings import AppCredentials
+from runtime.deadline import Deadline
 
 THREADS = 64
 SLACK_MS = 5.0
@@ -48,20 +48,18 @@ class TimedBroker:
     def scope(self) -> BrokerScope:
         return self._inner.scope
 
-    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+    def issue_token(self, *, deadline: Deadline) -> AccessToken:
         t0 = perf_ns()
-        token = self._inner.issue_token(timeout_s=timeout_s)
+        token = self._inner.issue_token(deadline=deadline)
         with self._lock:
             self.issue_ns.append(perf_ns() - t0)
         return token
 
-    def revoke_token(self, token: AccessToken, *, timeout_s: float | None = None) -> None:
-        self._inner.revoke_token(token, timeout_s=timeout_s)
+    def revoke_token(self, token: AccessToken, *, deadline: Deadline) -> None:
+        self._inner.revoke_token(token, deadline=deadline)
 
-    def send(
-        self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
-    ) -> BrokerResponse:
-        return self._inner.send(request, token, timeout_s=timeout_s)
+    def send(self, request: BrokerRequest, token: AccessToken, *, deadline: Deadline) -> BrokerResponse:
+        return self._inner.send(request, token, deadline=deadline)
 
 
 def run(quick: bool) -> Measured:
@@ -94,7 +92,7 @@ def run(quick: bool) -> Measured:
             def worker(i: int, barrier: threading.Barrier = barrier, out: list[int] = round_waits) -> None:
                 barrier.wait()
                 t0 = perf_ns()
-                cache.get(timeout_s=30)
+                cache.get(deadline=Deadline.after(clock, 30))
                 out[i] = perf_ns() - t0
 
             threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]

@@ -18,6 +18,12 @@ objects their fields, types and defaults; for errors their bases, ``exit_code`` 
 (a new class, member, enum member, error, optional parameter or defaulted trailing field: these
 are allowed) and breaks (anything changed or removed: these need a new phase's decision).
 
+A port (a Protocol) is held to more: it is implemented, not only called, so ANY change to one of
+its methods' signatures (an added optional parameter included) and any method, property or
+attribute added to it is a break. The fake brokers and every Phase 3 adapter stop conforming
+otherwise. Such a change is recorded deliberately with ``python contracts/freeze.py`` and listed
+in the change's note.
+
 ``contracts/frozen_assets.json`` holds SHA-256 digests of the files later phases must not
 change: ``.env.example``, every recorded KIS payload (with its source in KIS_API.md, taken from
 ``tests/fixtures/kis/SOURCES.md``) and the interface snapshot itself.
@@ -61,8 +67,11 @@ PUBLIC_PACKAGE = "runtime"
 
 ACCEPT_HINT = (
     "If this change is deliberate and only ADDS, run `python contracts/freeze.py --accept-additions`; "
-    "changing or removing a frozen item needs a new phase's decision (see docs/gate-c.md)."
+    "changing or removing a frozen item, or changing a port at all, needs a new phase's decision "
+    "(see docs/gate-c.md): record it deliberately with `python contracts/freeze.py` and list it."
 )
+#: Why an addition to a port is a break.
+PORT_RULE = "a port is implemented, not only called: every implementation (fakes, adapters) must change"
 
 Json = dict[str, Any]
 
@@ -330,7 +339,8 @@ def _parameter_breaks(where: str, old: list[Json], new: list[Json]) -> tuple[lis
     return additions, breaks
 
 
-def _compare_callable(where: str, old: Json, new: Json, diff: Difference) -> None:
+def _compare_callable(where: str, old: Json, new: Json, diff: Difference, *, port: bool = False) -> None:
+    """``port``: the callable is a port's method, where even an optional parameter is a break."""
     if old.get("kind") != new.get("kind"):
         diff.breaks.append(f"{where}: was a {old.get('kind')}, is now a {new.get('kind')}")
         return
@@ -340,19 +350,33 @@ def _compare_callable(where: str, old: Json, new: Json, diff: Difference) -> Non
         )
     if "params" in old:
         additions, breaks = _parameter_breaks(where, old["params"], new.get("params", []))
-        diff.additions.extend(additions)
         diff.breaks.extend(breaks)
+        if port:
+            diff.breaks.extend(f"{item} on a port ({PORT_RULE})" for item in additions)
+        else:
+            diff.additions.extend(additions)
 
 
 def _compare_mapping(
-    where: str, old: Json, new: Json, diff: Difference, same: Callable[[str, Any, Any], None]
+    where: str,
+    old: Json,
+    new: Json,
+    diff: Difference,
+    same: Callable[[str, Any, Any], None],
+    *,
+    port: bool = False,
 ) -> None:
+    """``port``: ``old`` and ``new`` are a port's members, where anything added is a break."""
     for name in old:
         if name not in new:
             diff.breaks.append(f"{where}{name}: removed")
         else:
             same(f"{where}{name}", old[name], new[name])
-    diff.additions.extend(f"{where}{name}: added" for name in new if name not in old)
+    added = [name for name in new if name not in old]
+    if port:
+        diff.breaks.extend(f"{where}{name}: added to a port ({PORT_RULE})" for name in added)
+    else:
+        diff.additions.extend(f"{where}{name}: added" for name in added)
 
 
 def _compare_class(where: str, old: Json, new: Json, diff: Difference) -> None:
@@ -371,16 +395,18 @@ def _compare_class(where: str, old: Json, new: Json, diff: Difference) -> None:
         if before != after:
             diff.breaks.append(f"{item}: changed from {before!r} to {after!r}")
 
-    _compare_mapping(f"{where}.", old.get("attributes", {}), new.get("attributes", {}), diff, same_value)
+    port = old["kind"] == "port"
+    attributes_old, attributes_new = old.get("attributes", {}), new.get("attributes", {})
+    _compare_mapping(f"{where}.", attributes_old, attributes_new, diff, same_value, port=port)
     _compare_mapping(f"{where}.", old.get("members", {}), new.get("members", {}), diff, same_value)
 
     def same_member(item: str, before: Json, after: Json) -> None:
         if before.get("kind") == "property" or after.get("kind") == "property":
             same_value(item, before, after)
         else:
-            _compare_callable(item, before, after, diff)
+            _compare_callable(item, before, after, diff, port=port)
 
-    _compare_mapping(f"{where}.", old["methods"], new["methods"], diff, same_member)
+    _compare_mapping(f"{where}.", old["methods"], new["methods"], diff, same_member, port=port)
     if "fields" in old:
         _compare_fields(where, old["fields"], new["fields"], diff)
 

@@ -25,6 +25,7 @@ import pytest
 
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
 from runtime.clock import ClockPort
+from runtime.deadline import Deadline
 from runtime.errors import OrderRefusedError, QTSError, ScopeMismatchError, TokenRejectedError
 from runtime.masking import fingerprint
 
@@ -63,7 +64,7 @@ class FakeBroker:
     def scope(self) -> BrokerScope:
         return self._scope
 
-    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+    def issue_token(self, *, deadline: Deadline) -> AccessToken:
         if self._issue_delay_s:
             threading.Event().wait(self._issue_delay_s)  # real time: lets other threads pile up
         with self._lock:
@@ -91,15 +92,13 @@ class FakeBroker:
             self.issued.append(token)
             return token
 
-    def revoke_token(self, token: AccessToken, *, timeout_s: float | None = None) -> None:
+    def revoke_token(self, token: AccessToken, *, deadline: Deadline) -> None:
         self._check(token)
         with self._lock:
             self._valid.pop(token.value, None)
             self.revoked.append(token)
 
-    def send(
-        self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
-    ) -> BrokerResponse:
+    def send(self, request: BrokerRequest, token: AccessToken, *, deadline: Deadline) -> BrokerResponse:
         self._check(token)
         if request.is_order:
             raise OrderRefusedError(f"{request.path} is an order endpoint; Phase 2 sends no orders")

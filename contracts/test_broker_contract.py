@@ -17,12 +17,12 @@ import urllib3
 
 from contracts.support import FakeBroker
 from kis_emulator import EmulatorConfig, KISEmulator, demo_account
-from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerRequest, BrokerScope, Mode
+from runtime.broker.base import AccessToken, AppCredentials, BrokerAuthPort, BrokerRequest, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import ClockPort, FakeClock, SystemClock
+from runtime.deadline import Deadline
 from runtime.errors import OrderRefusedError, ScopeMismatchError, TokenRejectedError
 from runtime.masking import fingerprint
-from runtime.settings import AppCredentials
 
 PRICE = BrokerRequest(
     "GET",
@@ -43,6 +43,10 @@ class BrokerCase:
     advance_server: Callable[[float], object]
     orders_seen: Callable[[], int]
 
+    def deadline(self) -> Deadline:
+        """One call's deadline: every port method is handed one."""
+        return Deadline.after(self.clock, 5.0)
+
 
 def _kis_case() -> Generator[BrokerCase, None, None]:
     account = demo_account("VTS")
@@ -55,7 +59,6 @@ def _kis_case() -> Generator[BrokerCase, None, None]:
             http,
             base_url=emulator.base_url,
             clock=SystemClock(),
-            timeout_s=5,
         )
         yield BrokerCase(
             adapter,
@@ -109,7 +112,7 @@ def test_scope_names_the_mode_and_a_fingerprint_never_the_key(case: BrokerCase) 
 
 
 def test_issue_token_returns_a_valid_token_of_the_brokers_scope(case: BrokerCase) -> None:
-    token = case.broker.issue_token()
+    token = case.broker.issue_token(deadline=case.deadline())
     now = case.clock.now()
     assert token.scope == case.broker.scope
     assert token.token_type == "Bearer"
@@ -122,7 +125,7 @@ def test_the_kis_adapter_keeps_no_token_after_issuing_one() -> None:
     # Only the real adapter: the fake plays the server too, so it must remember tokens.
     cases = _kis_case()
     case = next(cases)
-    token = case.broker.issue_token()
+    token = case.broker.issue_token(deadline=case.deadline())
     for value in _reachable_values(case.broker):
         assert value is not token
         assert not (isinstance(value, str) and token.value in value)
@@ -130,48 +133,48 @@ def test_the_kis_adapter_keeps_no_token_after_issuing_one() -> None:
 
 
 def test_send_injects_the_token_and_returns_the_answer(case: BrokerCase) -> None:
-    token = case.broker.issue_token()
-    answer = case.broker.send(PRICE, token)
+    token = case.broker.issue_token(deadline=case.deadline())
+    answer = case.broker.send(PRICE, token, deadline=case.deadline())
     assert answer.status == 200
     assert answer.body["rt_cd"] == "0"
 
 
 def test_an_unknown_token_is_rejected_with_a_typed_error(case: BrokerCase) -> None:
-    issued = case.broker.issue_token()
+    issued = case.broker.issue_token(deadline=case.deadline())
     forged = attrs.evolve(issued, value=issued.value[:-6] + "forged")
     with pytest.raises(TokenRejectedError) as info:
-        case.broker.send(PRICE, forged)
+        case.broker.send(PRICE, forged, deadline=case.deadline())
     assert info.value.code in ("EGW00121", "EGW00122")
     assert not info.value.expired
 
 
 def test_a_token_expired_on_the_server_is_rejected_as_expired(case: BrokerCase) -> None:
-    token = case.broker.issue_token()
+    token = case.broker.issue_token(deadline=case.deadline())
     case.advance_server(24 * 3600 + 1)
     with pytest.raises(TokenRejectedError) as info:
-        case.broker.send(PRICE, token)
+        case.broker.send(PRICE, token, deadline=case.deadline())
     assert info.value.expired
 
 
 def test_a_revoked_token_is_rejected_and_revoking_twice_is_harmless(case: BrokerCase) -> None:
-    token = case.broker.issue_token()
-    case.broker.revoke_token(token)
-    case.broker.revoke_token(token)
+    token = case.broker.issue_token(deadline=case.deadline())
+    case.broker.revoke_token(token, deadline=case.deadline())
+    case.broker.revoke_token(token, deadline=case.deadline())
     with pytest.raises(TokenRejectedError):
-        case.broker.send(PRICE, token)
+        case.broker.send(PRICE, token, deadline=case.deadline())
 
 
 def test_a_token_of_another_scope_is_refused_before_the_network(case: BrokerCase) -> None:
-    token = case.broker.issue_token()
+    token = case.broker.issue_token(deadline=case.deadline())
     other = attrs.evolve(token, scope=BrokerScope(Mode.REAL, token.scope.key_fingerprint))
     with pytest.raises(ScopeMismatchError):
-        case.broker.send(PRICE, other)
+        case.broker.send(PRICE, other, deadline=case.deadline())
     with pytest.raises(ScopeMismatchError):
-        case.broker.revoke_token(other)
+        case.broker.revoke_token(other, deadline=case.deadline())
 
 
 def test_orders_are_refused_before_the_network(case: BrokerCase) -> None:
-    token: AccessToken = case.broker.issue_token()
+    token: AccessToken = case.broker.issue_token(deadline=case.deadline())
     with pytest.raises(OrderRefusedError):
-        case.broker.send(ORDER, token)
+        case.broker.send(ORDER, token, deadline=case.deadline())
     assert case.orders_seen() == 0

@@ -3,7 +3,8 @@
 ``contracts/interface_snapshot.json`` is derived from the code by ``contracts/freeze.py``. The code
 may grow (a new port, method, optional parameter, defaulted field, enum member or error: an
 addition, reported as a skip with a note) but nothing recorded may change or disappear (a break:
-the test fails and says how a deliberate change is recorded).
+the test fails and says how a deliberate change is recorded). A port may not even grow: a new
+method or a new optional parameter on a port is a break, since every implementation must follow.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def test_snapshot_covers_the_ports_values_errors_and_runtime(current: dict[str, 
         "runtime.broker.base:BrokerRequest",
         "runtime.broker.base:BrokerResponse",
         "runtime.settings:Settings",
-        "runtime.settings:AppCredentials",
+        "runtime.broker.base:AppCredentials",
         "runtime.settings:TokenStoreSpec",
     ):
         assert kinds.get(value) == "value", value
@@ -131,6 +132,43 @@ class _PortNewOptional(Protocol):
     def send(self, request: str, *, timeout_s: float | None = None, idempotency_key: str = "") -> int: ...
 
     def cancel(self, order_id: str) -> None: ...
+
+
+class _PortNewOptionalParameterOnly(Protocol):
+    def send(self, request: str, *, timeout_s: float | None = None, idempotency_key: str = "") -> int: ...
+
+
+class _PortNewMethodOnly(Protocol):
+    def send(self, request: str, *, timeout_s: float | None = None) -> int: ...
+
+    def cancel(self, order_id: str) -> None: ...
+
+
+class _PortNewProperty(Protocol):
+    def send(self, request: str, *, timeout_s: float | None = None) -> int: ...
+
+    @property
+    def region(self) -> str: ...
+
+
+class _ClassV1:
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    def send(self, request: str, *, timeout_s: float | None = None) -> int:
+        return self.status
+
+
+class _ClassNewOptional:
+    def __init__(self, status: int, *, body: str | None = None) -> None:
+        self.status = status
+        self.body = body
+
+    def send(self, request: str, *, timeout_s: float | None = None, retries: int = 0) -> int:
+        return self.status
+
+    def close(self) -> None:
+        self.status = 0
 
 
 class _PortNewRequired(Protocol):
@@ -223,6 +261,7 @@ def _diff(before: type, after: type) -> freeze.Difference:
         (_ErrorV1, _ErrorNewExitCode, "an error's exit code"),
         (_ErrorV1, _ErrorRetryable, "an error's retryable flag"),
         (_PortV1, _ValueV1, "a port turned into a value"),
+        (_PortV1, _PortNewOptional, "a new optional keyword parameter and a new method on a port"),
     ],
 )
 def test_a_change_or_removal_is_a_break(before: type, after: type, why: str) -> None:
@@ -232,8 +271,8 @@ def test_a_change_or_removal_is_a_break(before: type, after: type, why: str) -> 
 @pytest.mark.parametrize(
     ("before", "after", "why"),
     [
-        (_PortV1, _PortNewOptional, "a new optional keyword parameter and a new method"),
         (_ValueV1, _ValueNewField, "a new trailing field with a default"),
+        (_ClassV1, _ClassNewOptional, "a new optional constructor and method parameter, a new method"),
         (_ModeV1, _ModeGrown, "a new enum member"),
     ],
 )
@@ -241,6 +280,40 @@ def test_an_addition_is_not_a_break(before: type, after: type, why: str) -> None
     diff = _diff(before, after)
     assert diff.breaks == [], why
     assert diff.additions, why
+
+
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        (_PortNewOptionalParameterOnly, "x:Thing.send: new optional parameter 'idempotency_key' on a port"),
+        (_PortNewMethodOnly, "x:Thing.cancel: added to a port"),
+        (_PortNewProperty, "x:Thing.region: added to a port"),
+    ],
+)
+def test_any_change_to_a_port_is_a_break_even_an_optional_parameter(after: type, expected: str) -> None:
+    """A Protocol is implemented, not only called: what a caller may ignore, an implementation may not."""
+    diff = _diff(_PortV1, after)
+    assert diff.additions == []
+    assert [item for item in diff.breaks if item.startswith(expected)], diff.breaks
+    assert all(freeze.PORT_RULE in item for item in diff.breaks)
+
+
+def test_an_optional_parameter_on_a_value_constructor_or_a_function_is_an_addition() -> None:
+    def before(request: str) -> int:
+        return len(request)
+
+    def after(request: str, *, retries: int = 0) -> int:
+        return len(request) + retries
+
+    constructor = _diff(_ClassV1, _ClassNewOptional)
+    assert constructor.breaks == []
+    assert "x:Thing(): new optional parameter 'body'" in constructor.additions
+    function = freeze.compare(
+        {"functions": {"m:f": freeze.describe_callable(before)}},
+        {"functions": {"m:f": freeze.describe_callable(after)}},
+    )
+    assert function.breaks == []
+    assert function.additions == ["m:f: new optional parameter 'retries'"]
 
 
 def test_identical_is_neither(current: dict[str, Any]) -> None:
@@ -281,9 +354,9 @@ def test_a_changed_port_signature_in_the_code_fails_the_comparison(
     """End to end: change BrokerAuthPort.send's signature in memory, derive again, and see a break."""
     from runtime.broker import base
 
-    def send(self: Any, request: Any, token: Any, *, timeout_s: float | None = None, retries: int) -> Any: ...
+    def send(self: Any, request: Any, token: Any, *, deadline: Any, retries: int) -> Any: ...
 
-    send.__annotations__ = {"request": "BrokerRequest", "token": "AccessToken", "timeout_s": "float | None"}
+    send.__annotations__ = {"request": "BrokerRequest", "token": "AccessToken", "deadline": "Deadline"}
     send.__annotations__ |= {"retries": "int", "return": "BrokerResponse"}
     monkeypatch.setattr(base.BrokerAuthPort, "send", send)
     breaks = freeze.compare(recorded, freeze.build_snapshot()).breaks
@@ -291,3 +364,25 @@ def test_a_changed_port_signature_in_the_code_fails_the_comparison(
         "runtime.broker.base:BrokerAuthPort.send: new required parameter 'retries' breaks existing callers"
     )
     assert expected in breaks
+
+
+def test_an_optional_parameter_added_to_the_real_broker_port_fails_the_comparison(
+    recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end, the case the old rule let through: BrokerAuthPort.issue_token grows an optional
+    parameter; the fake broker and any Phase 3 adapter would no longer conform, so it is a break."""
+    from runtime.broker import base
+
+    def issue_token(self: Any, *, deadline: Any, force: bool = False) -> Any: ...
+
+    issue_token.__annotations__ = {"deadline": "Deadline", "force": "bool", "return": "AccessToken"}
+    monkeypatch.setattr(base.BrokerAuthPort, "issue_token", issue_token)
+    diff = freeze.compare(recorded, freeze.build_snapshot())
+    assert [
+        item
+        for item in diff.breaks
+        if item.startswith(
+            "runtime.broker.base:BrokerAuthPort.issue_token: new optional parameter 'force' on a port"
+        )
+    ], diff.breaks
+    assert not [item for item in diff.additions if "BrokerAuthPort" in item]

@@ -15,6 +15,8 @@ import struct
 import sys
 import threading
 import time
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
@@ -146,6 +148,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
     def _send(self, reply: Reply) -> None:
         lines = [
             _status_line(reply.status),
+            f"Date: {self._date()}",
             f"Content-Type: {reply.content_type}",
             f"Content-Length: {len(reply.body)}",
         ]
@@ -158,6 +161,14 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         except ConnectionError:
             # The client gave up first (e.g. its read timeout beat a ``slow`` fault): not our error.
             self.close_connection = True
+
+    def _date(self) -> str:
+        """RFC 9110 ``Date`` from the emulator's clock (so a moved clock shows as skew, as KIS's would)."""
+        try:
+            now = self.server.app.now()
+        except Exception:  # a broken injected clock must not break every answer
+            now = datetime.now(UTC)
+        return format_datetime(now.astimezone(UTC), usegmt=True)
 
     def _reset(self, reply: Reply) -> None:
         """Send a response prefix, then abort the connection so the peer sees ECONNRESET."""

@@ -9,7 +9,9 @@ Typical use::
                          tr_id="FHKST01010100",
                          params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"})
 
-Names are imported lazily so ``import runtime`` stays cheap (the CLI starts fast).
+Names are imported lazily so ``import runtime`` stays cheap (the CLI starts fast): measured
+against plain re-exports, the lazy form saves about 0.3 s on ``import runtime`` and 0.24 s on
+``qts --help`` (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -89,7 +91,9 @@ def __getattr__(name: str) -> Any:
     module = _LOCATIONS.get(name)
     if module is None:
         raise AttributeError(f"module 'runtime' has no attribute {name!r}")
-    return getattr(_module(module), name)
+    value = getattr(_module(module), name)
+    globals()[name] = value  # resolved once; documentation tools then see it as a plain attribute
+    return value
 
 
 def _module(name: str) -> Any:

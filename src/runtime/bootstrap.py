@@ -14,7 +14,7 @@ from pathlib import Path
 import urllib3
 
 from runtime.auth.budget import ISSUE_INTERVAL, IssuanceBudget, WaitHook
-from runtime.auth.pacing import DEFAULT_MAX_RPS, Pacer
+from runtime.auth.pacing import Pacer
 from runtime.auth.ports import TokenStorePort
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores.memory import InMemoryTokenStore
@@ -56,12 +56,7 @@ def build_runtime(
     if broker is None:
         http = http or build_http(settings.ca_bundle)
         broker = KISBrokerAdapter(
-            settings.mode,
-            settings.credentials,
-            http,
-            base_url=settings.base_url,
-            clock=clock,
-            timeout_s=settings.call_deadline_s,
+            settings.mode, settings.credentials, http, base_url=settings.base_url, clock=clock
         )
     if broker.scope != settings.scope:
         raise ScopeMismatchError(
@@ -74,36 +69,26 @@ def build_runtime(
         min_interval=ISSUE_INTERVAL if store.shared else timedelta(0),
         on_wait=on_wait,
     )
-    cache = TokenCache(
-        broker,
-        store,
-        clock,
-        margin=settings.refresh_margin,
-        lock_timeout_s=settings.call_deadline_s,
-        budget=budget,
-    )
+    cache = TokenCache(broker, store, clock, margin=settings.refresh_margin, budget=budget)
     on_close = http.clear if owned_http and http is not None else None
-    pacer = Pacer(clock, settings.max_rps or DEFAULT_MAX_RPS[settings.mode])
+    pacer = Pacer(clock, settings.calls_per_second)
     return KISRuntime(
         broker, cache, clock, call_deadline_s=settings.call_deadline_s, pacer=pacer, on_close=on_close
     )
 
 
 def build_http(ca_bundle: Path | None = None) -> urllib3.PoolManager:
-    """A PoolManager with certificate verification always on; ``ca_bundle`` adds a CA."""
+    """A PoolManager with certificate verification always on; ``ca_bundle`` adds a CA.
+
+    No pool-wide retries or timeouts: every request sets its own, from the call's deadline
+    (runtime.broker.kis.transport)."""
     context = ssl.create_default_context()
     if ca_bundle is not None:
         try:
             context.load_verify_locations(cafile=str(ca_bundle))
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"KIS_CA_BUNDLE: cannot load {str(ca_bundle)!r} as PEM certificates") from exc
-    return urllib3.PoolManager(
-        num_pools=4,
-        maxsize=_POOL_SIZE,
-        ssl_context=context,
-        retries=urllib3.Retry(total=0, redirect=0),
-        timeout=urllib3.Timeout(connect=5.0, read=20.0),
-    )
+    return urllib3.PoolManager(num_pools=4, maxsize=_POOL_SIZE, ssl_context=context)
 
 
 def build_store(spec: TokenStoreSpec, *, clock: ClockPort | None = None) -> TokenStorePort:

@@ -6,9 +6,11 @@ network call, each naming its variable and what is allowed.
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -19,20 +21,33 @@ import attrs
 import dotenv
 import environs
 
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.errors import ConfigError
-from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
+from runtime.settings import (
+    DEFAULT_CALL_DEADLINE_S,
+    DEFAULT_REFRESH_MARGIN,
+    Settings,
+    StoreKind,
+    TokenStoreSpec,
+)
 
 __all__ = [
     "ENV_VARIABLES",
     "ROUTING_VARIABLES",
+    "FoundEnvFile",
+    "announced_mode",
     "default_token_folder",
     "find_env_file",
     "found_env_problems",
+    "is_loopback_url",
+    "load_base_urls",
+    "load_mode",
     "load_settings",
     "load_store_spec",
     "parse_base_url",
     "parse_store_spec",
+    "parse_ws_url",
+    "validate_env_file",
 ]
 
 #: Every variable the package reads, for docs and for tests that clear the environment.
@@ -44,12 +59,15 @@ ENV_VARIABLES = (
     "KIS_REAL_APP_SECRET",
     "KIS_VTS_BASE_URL",
     "KIS_REAL_BASE_URL",
+    "KIS_VTS_WS_URL",
+    "KIS_REAL_WS_URL",
     "KIS_CA_BUNDLE",
     "QTS_TOKEN_STORE",
     "QTS_REFRESH_MARGIN_S",
     "QTS_CALL_DEADLINE_S",
     "QTS_WAIT_ON_RATE_LIMIT",
     "QTS_MAX_RPS",
+    "QTS_STREAM_SILENCE_S",
 )
 
 #: Variables that decide where credentials (and tokens) go. They come only from the process
@@ -71,14 +89,30 @@ _DEFAULT_STORES = ("", "memory", "file")
 
 _MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
 _MAX_DEADLINE_S = 600.0
+_MAX_SILENCE_S = 3600.0
+#: The only non-loopback host a WebSocket override may name: KIS's own (KIS_API.md §1).
+_OFFICIAL_WS_HOST = "ops.koreainvestment.com"
 _MAX_RPS = 20.0  # KIS_API.md §11: REAL allows 20 calls per second per key
+_DEFAULT_MODE = Mode.VTS.value
+_DEFAULT_STORE = "file"  # built by hand, Settings keep tokens in memory; `qts` keeps them in files
 _T = TypeVar("_T")
 
 
-def find_env_file() -> Path | None:
+class FoundEnvFile(type(Path())):  # type: ignore[misc]
+    """A ``.env`` path that was only found in the working folder, not named by the user.
+
+    Every reader below treats it as untrusted (see :data:`ROUTING_VARIABLES`), whichever
+    function it is handed to."""
+
+
+def find_env_file() -> FoundEnvFile | None:
     """``./.env`` when the working folder has one (what ``qts`` reads without ``--env-file``)."""
-    path = Path(".env")
+    path = FoundEnvFile(".env")
     return path if path.is_file() else None
+
+
+def _is_found(env_file: str | os.PathLike[str] | None, found: bool = False) -> bool:
+    return found or isinstance(env_file, FoundEnvFile)
 
 
 def load_settings(
@@ -88,10 +122,6 @@ def load_settings(
 
     ``mode`` overrides ``KIS_MODE`` (the CLI's ``--mode``). Raises ConfigError listing every
     problem found. No ``.env`` is searched for implicitly: pass the file you mean.
-
-    ``found`` says the file was only found in the working folder, not named by the user: it may
-    then set the mode, the keys and QTS_* knobs, but never where credentials go (see
-    :data:`ROUTING_VARIABLES`); a found file that tries is refused with ConfigError.
     """
     env = _environment(env_file, found=found)
     problems: dict[str, str] = {}
@@ -99,8 +129,8 @@ def load_settings(
     _seal(env, problems)
     try:
         active = Mode.parse(raw.mode)
-    except ValueError:
-        problems["KIS_MODE"] = f"{raw.mode!r} is not allowed; use VTS or REAL"
+    except ValueError as exc:
+        problems["KIS_MODE"] = str(exc)
         raise _config_error(problems) from None
     app_key, app_secret = raw.keys[active]
     for suffix, value in (("APP_KEY", app_key), ("APP_SECRET", app_secret)):
@@ -108,6 +138,7 @@ def load_settings(
         if problem:
             problems[f"KIS_{active.value}_{suffix}"] = problem
     base_url = _checked(problems, f"KIS_{active.value}_BASE_URL", parse_base_url, raw.urls[active])
+    ws_url = _checked(problems, f"KIS_{active.value}_WS_URL", parse_ws_url, raw.ws_urls[active])
     store = _checked(problems, "QTS_TOKEN_STORE", parse_store_spec, raw.store, empty_is_default=False)
     max_rps = _check_numbers(raw, problems)
     ca_bundle = Path(raw.ca).expanduser() if raw.ca else None
@@ -125,6 +156,8 @@ def load_settings(
         ca_bundle=ca_bundle,
         wait_on_rate_limit=raw.wait_on_rate_limit,
         max_rps=max_rps,
+        ws_url=ws_url,
+        stream_silence_s=raw.silence_s,
     )
 
 
@@ -140,19 +173,23 @@ class _Raw:
     max_rps: str
     ca: str
     urls: dict[Mode, str]
+    ws_urls: dict[Mode, str]
+    silence_s: float
     keys: dict[Mode, tuple[str, str]]
 
     @classmethod
     def read(cls, env: environs.Env, mode: str | None) -> _Raw:
         return cls(
-            mode=mode if mode is not None else env.str("KIS_MODE", "VTS"),
-            margin_s=env.float("QTS_REFRESH_MARGIN_S", 600.0),
-            deadline_s=env.float("QTS_CALL_DEADLINE_S", 20.0),
-            store=env.str("QTS_TOKEN_STORE", "file"),
+            mode=mode if mode is not None else env.str("KIS_MODE", _DEFAULT_MODE),
+            margin_s=env.float("QTS_REFRESH_MARGIN_S", DEFAULT_REFRESH_MARGIN.total_seconds()),
+            deadline_s=env.float("QTS_CALL_DEADLINE_S", DEFAULT_CALL_DEADLINE_S),
+            store=env.str("QTS_TOKEN_STORE", _DEFAULT_STORE),
             wait_on_rate_limit=bool(env.bool("QTS_WAIT_ON_RATE_LIMIT", True)),
             max_rps=env.str("QTS_MAX_RPS", ""),  # empty: the mode's default (VTS 2/s, REAL 15/s)
             ca=env.str("KIS_CA_BUNDLE", ""),
             urls={m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode},
+            ws_urls={m: env.str(f"KIS_{m.value}_WS_URL", "") for m in Mode},
+            silence_s=env.float("QTS_STREAM_SILENCE_S", 120.0),
             keys={
                 m: (env.str(f"KIS_{m.value}_APP_KEY", ""), env.str(f"KIS_{m.value}_APP_SECRET", ""))
                 for m in Mode
@@ -163,7 +200,7 @@ class _Raw:
 def _environment(env_file: str | os.PathLike[str] | None, *, found: bool = False) -> environs.Env:
     env = environs.Env(eager=False)
     if env_file is not None:
-        _read_env_file(env, Path(env_file), found=found)
+        _read_env_file(env, Path(env_file), found=_is_found(env_file, found))
     return env
 
 
@@ -206,34 +243,119 @@ def _check_numbers(raw: _Raw, problems: dict[str, str]) -> float | None:
         problems["QTS_CALL_DEADLINE_S"] = (
             f"must be above 0 and at most {_MAX_DEADLINE_S:g} seconds, got {raw.deadline_s:g}"
         )
+    if "QTS_STREAM_SILENCE_S" not in problems and not 1 <= raw.silence_s <= _MAX_SILENCE_S:
+        problems["QTS_STREAM_SILENCE_S"] = (
+            f"must be between 1 and {_MAX_SILENCE_S:g} seconds, got {raw.silence_s:g}"
+        )
     max_rps = _optional_rate(raw.max_rps)
     if max_rps is not None and not 0 < max_rps <= _MAX_RPS:
         problems["QTS_MAX_RPS"] = f"must be a number above 0 and at most {_MAX_RPS:g} (KIS's REAL limit)"
     return max_rps
 
 
+def load_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Mode:
+    """Only the mode: ``mode`` (``--mode``) if given, else ``KIS_MODE``, else VTS; for commands that
+    need no keys (``qts emulator``). Raises ConfigError naming KIS_MODE."""
+    text = mode if mode is not None else _environment(env_file).str("KIS_MODE", _DEFAULT_MODE)
+    try:
+        return Mode.parse(text)
+    except ValueError as exc:
+        raise _config_error({"KIS_MODE": str(exc)}) from None
+
+
 def load_store_spec(env_file: str | os.PathLike[str] | None = None, *, found: bool = False) -> TokenStoreSpec:
     """Only ``QTS_TOKEN_STORE`` (for ``qts status``, which needs no keys). Raises ConfigError.
 
     ``found`` as for :func:`load_settings`."""
-    env = _environment(env_file, found=found)
-    raw = env.str("QTS_TOKEN_STORE", "file")
+    raw = _environment(env_file, found=found).str("QTS_TOKEN_STORE", _DEFAULT_STORE)
     try:
         return parse_store_spec(raw)
     except ValueError as exc:
         raise _config_error({"QTS_TOKEN_STORE": str(exc)}) from None
 
 
-def _read_env_file(env: environs.Env, path: Path, *, found: bool) -> None:
+def announced_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Mode | None:
+    """Only the mode in use (``mode``, else ``KIS_MODE``, else VTS), or None when it is invalid.
+
+    For announcing REAL before anything else can fail (missing keys included). Raises
+    ConfigError only when ``env_file`` cannot be read.
+    """
+    env = environs.Env(eager=False)
+    # What is known without the file comes first: an unreadable file must not hide REAL.
+    if env_file is not None and mode is None and "KIS_MODE" not in os.environ:
+        _read_env_file(env, Path(env_file), found=_is_found(env_file))
+    raw = mode if mode is not None else env.str("KIS_MODE", _DEFAULT_MODE)
+    try:
+        return Mode.parse(raw)
+    except ValueError:
+        return None
+
+
+def validate_env_file(env_file: str | os.PathLike[str]) -> None:
+    """Raise the ConfigError reading ``env_file`` would raise (unreadable, CP949, BOM), if any."""
+    _read_env_file(environs.Env(eager=False), Path(env_file), found=_is_found(env_file))
+
+
+def load_base_urls(env_file: str | os.PathLike[str] | None = None) -> dict[Mode, str]:
+    """The REST base URL of each mode (the official one when ``KIS_<MODE>_BASE_URL`` is unset).
+
+    For ``qts doctor``. Raises ConfigError naming any URL that is not allowed.
+    """
+    env = environs.Env(eager=False)
+    if env_file is not None:
+        _read_env_file(env, Path(env_file), found=_is_found(env_file))
+    urls: dict[Mode, str] = {}
+    problems: dict[str, str] = {}
+    for mode in Mode:
+        raw = env.str(f"KIS_{mode.value}_BASE_URL", "")
+        try:
+            urls[mode] = parse_base_url(raw) if raw else mode.official_base_url
+        except ValueError as exc:
+            problems[f"KIS_{mode.value}_BASE_URL"] = str(exc)
+    if problems:
+        raise _config_error(problems)
+    return urls
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when ``url``'s host is 127.0.0.0/8, ::1 or localhost."""
+    host = urlsplit(url).hostname
+    return host is not None and _is_loopback(host)
+
+
+def _read_env_file(env: environs.Env, path: Path, *, found: bool = False) -> None:
+    """Load ``path`` into ``env``; an unreadable or undecodable file is a ConfigError saying what to do."""
     if not path.is_file():
         raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
-    if not found:
-        env.read_env(path, recurse=False)  # named by the user: trusted like the environment
-        return
     try:
-        values = dotenv.dotenv_values(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {str(path)!r}: {type(exc).__name__}") from None
+        _check_env_file(path)
+        if found:
+            _load_found_env_file(path)
+        else:
+            env.read_env(path, recurse=False)  # named by the user: trusted like the environment
+    except PermissionError:
+        raise _file_error(
+            f"env file {str(path)!r} cannot be read (permission denied)",
+            f"Make it readable by the user running qts: chown $USER {str(path)!r} && "
+            f"chmod 600 {str(path)!r}.",
+        ) from None
+    except UnicodeDecodeError:
+        raise _file_error(
+            f"env file {str(path)!r} is not UTF-8 (saved as CP949/EUC-KR, the Windows default in Korea?)",
+            f"Save it again as UTF-8: iconv -f cp949 -t utf-8 {str(path)!r} > {str(path)!r}.utf8, "
+            "check it, then rename it back (or choose UTF-8 in your editor's Save As).",
+        ) from None
+    except OSError as exc:
+        raise _file_error(
+            f"env file {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}",
+            "Check that the path names a readable file, or run `qts init` to write a new one.",
+        ) from None
+
+
+def _load_found_env_file(path: Path) -> None:
+    """A ``.env`` only found in the working folder: refused when it says where credentials go;
+    otherwise only the names it may set reach the environment (never overriding it)."""
+    values = dotenv.dotenv_values(path)
     refused = found_env_problems(values)
     if refused:
         names = ", ".join(refused)
@@ -265,6 +387,26 @@ def found_env_problems(values: dict[str, str | None]) -> list[str]:
     return sorted(refused)
 
 
+def _check_env_file(path: Path) -> None:
+    """What the dotenv reader would get wrong silently: a file its owner may not read (root reads it
+    anyway) and a UTF-8 byte-order mark (it would hide the first variable)."""
+    if not stat.S_IMODE(path.stat().st_mode) & stat.S_IRUSR:
+        raise PermissionError(path)
+    with path.open("rb") as handle:
+        head = handle.read(len(codecs.BOM_UTF8))
+    if head == codecs.BOM_UTF8:
+        raise _file_error(
+            f"env file {str(path)!r} starts with a byte-order mark (saved as 'UTF-8 with BOM')",
+            "Save it again as plain UTF-8 without BOM (Notepad: Save As, Encoding UTF-8).",
+        )
+
+
+def _file_error(message: str, hint: str) -> ConfigError:
+    error = ConfigError(message)
+    error.hint = hint
+    return error
+
+
 def default_token_folder() -> Path:
     """Where the file store lives unless ``file:PATH`` says otherwise: ``$XDG_CACHE_HOME/qts``,
     else ``~/.cache/qts`` (a relative XDG_CACHE_HOME is ignored, as the XDG spec asks)."""
@@ -289,6 +431,30 @@ def parse_base_url(text: str) -> str:
     except ValueError:
         raise ValueError("has an invalid port") from None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def parse_ws_url(text: str) -> str:
+    """Validate a WebSocket URL override: KIS's own host (ws:// or wss://) or a loopback host only.
+
+    The approval key travels in every subscribe message, so a stream may only go to KIS or to a
+    test server on this machine."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError("must be an absolute ws:// URL such as ws://ops.koreainvestment.com:31000")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not carry a query, fragment or user info")
+    if parts.hostname.lower() != _OFFICIAL_WS_HOST and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"only KIS's WebSocket host ({_OFFICIAL_WS_HOST}) or a loopback host (127.0.0.1, ::1, "
+            "localhost) is allowed"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname.lower()
     netloc = host if port is None else f"{host}:{port}"
     return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
 

@@ -1,34 +1,38 @@
-"""Frozen configuration values. Reading them from the environment is ``runtime.config``'s job."""
+"""Frozen configuration values and the one default of each setting.
+
+Reading them from the environment is ``runtime.config``'s job; every other module that needs a
+default (the composition root, the runtime's constructors) takes it from here.
+"""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from types import MappingProxyType
+from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
-from runtime.broker.base import BrokerScope, Mode
-from runtime.masking import fingerprint
+from runtime.broker.base import AppCredentials, BrokerScope, Mode
 
-__all__ = ["AppCredentials", "Settings", "StoreKind", "TokenStoreSpec"]
+__all__ = [
+    "DEFAULT_CALL_DEADLINE_S",
+    "DEFAULT_MAX_RPS",
+    "DEFAULT_REFRESH_MARGIN",
+    "Settings",
+    "StoreKind",
+    "TokenStoreSpec",
+]
 
-
-@attrs.frozen(repr=False)
-class AppCredentials:
-    """An app key and its secret. Only the broker adapter ever receives this object."""
-
-    app_key: str
-    app_secret: str
-
-    @property
-    def fingerprint(self) -> str:
-        """The key's public name; see :func:`runtime.masking.fingerprint`."""
-        return fingerprint(self.app_key)
-
-    def __repr__(self) -> str:
-        return f"AppCredentials(key_fingerprint={self.fingerprint!r})"
+#: QTS_CALL_DEADLINE_S: the total wall time of one call (token, pacing, retries included).
+DEFAULT_CALL_DEADLINE_S: Final = 20.0
+#: QTS_REFRESH_MARGIN_S: a token is reissued when less than this is left of its life.
+DEFAULT_REFRESH_MARGIN: Final = timedelta(seconds=600)
+#: QTS_MAX_RPS unset: VTS allows about 2/s, REAL 20/s (KIS_API.md §11); REAL keeps headroom.
+DEFAULT_MAX_RPS: Final[Mapping[Mode, float]] = MappingProxyType({Mode.VTS: 2.0, Mode.REAL: 15.0})
 
 
 class StoreKind(enum.Enum):
@@ -76,8 +80,8 @@ class Settings:
     # Built by hand, Settings keep tokens in memory (tests, the demo on a shifted clock);
     # load_settings, and so ``qts``, defaults to the file store.
     token_store: TokenStoreSpec = TokenStoreSpec(StoreKind.MEMORY)
-    refresh_margin: timedelta = timedelta(seconds=600)
-    call_deadline_s: float = 20.0
+    refresh_margin: timedelta = DEFAULT_REFRESH_MARGIN
+    call_deadline_s: float = DEFAULT_CALL_DEADLINE_S
     ca_bundle: Path | None = None
     #: After EGW00133 (or inside the one-tokenP-a-minute budget): wait it out (True) or raise.
     wait_on_rate_limit: bool = True
@@ -88,3 +92,8 @@ class Settings:
     def scope(self) -> BrokerScope:
         """The (mode, key fingerprint) this configuration's tokens belong to."""
         return BrokerScope(self.mode, self.credentials.fingerprint)
+
+    @property
+    def calls_per_second(self) -> float:
+        """The pacing limit: ``max_rps``, else the mode's default."""
+        return self.max_rps or DEFAULT_MAX_RPS[self.mode]

@@ -19,10 +19,11 @@ from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.bootstrap import build_runtime
-from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, Mode
+from runtime.broker.base import AccessToken, AppCredentials, BrokerRequest, BrokerResponse, Mode
 from runtime.clock import ClockPort, FakeClock, SystemClock
+from runtime.deadline import Deadline
 from runtime.errors import BrokerUnavailableError, CallRateLimitedError, TokenStoreError
-from runtime.settings import AppCredentials, Settings
+from runtime.settings import Settings
 from tests.support.emulator import running_emulator
 from tests.support.fakes import FakeBroker
 from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, TOKEN_PATH
@@ -105,11 +106,9 @@ class RecordingBroker(FakeBroker):
         super().__init__(clock)
         self.budgets: list[float | None] = []
 
-    def send(
-        self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
-    ) -> BrokerResponse:
-        self.budgets.append(timeout_s)
-        return super().send(request, token, timeout_s=timeout_s)
+    def send(self, request: BrokerRequest, token: AccessToken, *, deadline: Deadline) -> BrokerResponse:
+        self.budgets.append(deadline.remaining())
+        return super().send(request, token, deadline=deadline)
 
 
 class StuckIssuanceBroker(FakeBroker):
@@ -120,15 +119,15 @@ class StuckIssuanceBroker(FakeBroker):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+    def issue_token(self, *, deadline: Deadline) -> AccessToken:
         self.entered.set()
         self.release.wait(30)
-        return super().issue_token(timeout_s=timeout_s)
+        return super().issue_token(deadline=deadline)
 
 
 def _fake_runtime(clock: FakeClock, max_rps: float) -> tuple[KISRuntime, RecordingBroker]:
     broker = RecordingBroker(clock)
-    cache = TokenCache(broker, InMemoryTokenStore(), clock, lock_timeout_s=PACED_DEADLINE_S)
+    cache = TokenCache(broker, InMemoryTokenStore(), clock)
     runtime = KISRuntime(broker, cache, clock, call_deadline_s=PACED_DEADLINE_S, pacer=Pacer(clock, max_rps))
     return runtime, broker
 
@@ -157,7 +156,7 @@ def test_waiting_for_another_threads_issuance_is_bounded() -> None:
     """Thread A is stuck in tokenP until released; thread B's call gives up at its 0.5 s deadline."""
     clock = SystemClock()
     broker = StuckIssuanceBroker(clock)
-    cache = TokenCache(broker, InMemoryTokenStore(), clock, lock_timeout_s=30.0)
+    cache = TokenCache(broker, InMemoryTokenStore(), clock)
     slow = threading.Thread(target=cache.get, daemon=True)
     slow.start()
     assert broker.entered.wait(10), "thread A never reached tokenP"  # A holds the lock now

@@ -31,7 +31,7 @@ from kis_emulator import KISEmulator
 from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.bootstrap import build_runtime
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.errors import (
     BrokerUnavailableError,
     CallRateLimitedError,
@@ -40,7 +40,7 @@ from runtime.errors import (
     QTSError,
     WrongModeError,
 )
-from runtime.settings import AppCredentials, Settings
+from runtime.settings import Settings
 from tests.support.emulator import running_emulator
 from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, REVOKE_PATH, TOKEN_PATH, jwt
 from tests.support.scripted_kis import (

@@ -18,11 +18,11 @@ import pytest
 
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.bootstrap import build_http, build_runtime
-from runtime.broker.base import BrokerRequest, Mode
+from runtime.broker.base import AppCredentials, BrokerRequest, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.broker.kis.transport import MAX_HEADER_BYTES
 from runtime.errors import BrokerUnavailableError, MalformedResponseError
-from runtime.settings import AppCredentials, Settings
+from runtime.settings import Settings
 from tests.hostile.drip import DRIP_S, DripServer, Script
 from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, recorded, token_reply
 from tests.support.scripted_kis import APP_KEY, APP_SECRET, fresh_token

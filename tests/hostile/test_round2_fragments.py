@@ -27,10 +27,9 @@ from hypothesis import strategies as st
 
 from runtime import scrub
 from runtime.bootstrap import build_http
-from runtime.broker.base import AccessToken, BrokerRequest, BrokerScope, Mode
+from runtime.broker.base import AccessToken, AppCredentials, BrokerRequest, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.errors import QTSError
-from runtime.settings import AppCredentials
 from tests.hostile.drip import DripServer, Script
 from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, token_reply
 from tests.support.scripted_kis import APP_KEY, APP_SECRET, exception_chain, fresh_token

@@ -27,14 +27,14 @@ from runtime.auth.session import KISRuntime
 from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.bootstrap import build_runtime
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.errors import (
     BrokerUnavailableError,
     CredentialsRejectedError,
     TLSVerificationError,
     WrongModeError,
 )
-from runtime.settings import AppCredentials, Settings
+from runtime.settings import Settings
 from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, TOKEN_PATH, token_reply
 from tests.support.scripted_kis import APP_KEY, APP_SECRET
 from tests.support.servers import LOOPBACK, LoopbackHTTPServer, Reply, closed_url

@@ -26,11 +26,11 @@ from runtime.auth.stores.bounds import within
 from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.stores.redis import RedisTokenStore
 from runtime.bootstrap import build_runtime
-from runtime.broker.base import BrokerScope, Mode
+from runtime.broker.base import AppCredentials, BrokerScope, Mode
 from runtime.clock import SystemClock
 from runtime.deadline import Deadline
 from runtime.errors import QTSError, TokenStoreError
-from runtime.settings import AppCredentials, Settings
+from runtime.settings import Settings
 from tests.hostile.redis_proc import RedisProcess, start_redis
 from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID
 from tests.support.scripted_kis import APP_KEY, APP_SECRET, fresh_token

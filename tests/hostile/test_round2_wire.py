@@ -26,13 +26,12 @@ from runtime import safejson
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.bootstrap import build_http
-from runtime.broker.base import AccessToken, BrokerRequest, BrokerScope, Mode
+from runtime.broker.base import AccessToken, AppCredentials, BrokerRequest, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.broker.kis.transport import MAX_BODY_BYTES
 from runtime.clock import SystemClock
 from runtime.errors import ForeignTokenError, MalformedResponseError
 from runtime.masking import fingerprint
-from runtime.settings import AppCredentials
 from tests.hostile.drip import DripServer, Script
 from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, jwt, token_reply
 from tests.support.scripted_kis import APP_KEY, APP_SECRET, fresh_token

@@ -28,11 +28,11 @@ import urllib3
 from kis_emulator import KISEmulator
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.bootstrap import build_http, build_runtime
-from runtime.broker.base import AccessToken, BrokerRequest, Mode
+from runtime.broker.base import AccessToken, AppCredentials, BrokerRequest, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import OffsetClock
 from runtime.errors import QTSError
-from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
+from runtime.settings import Settings, StoreKind, TokenStoreSpec
 from tests.support.emulator import running_emulator
 from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, TOKEN_PATH
 from tests.support.scripted_kis import APP_KEY, APP_SECRET, exception_chain
@@ -119,9 +119,7 @@ def test_in_process_flows_show_no_secret_or_token_anywhere(
         wait_on_rate_limit=False,
     )
     store = InMemoryTokenStore()
-    adapter = KISBrokerAdapter(
-        Mode.VTS, settings.credentials, http, base_url=emulator.base_url, clock=clock, timeout_s=2.0
-    )
+    adapter = KISBrokerAdapter(Mode.VTS, settings.credentials, http, base_url=emulator.base_url, clock=clock)
     request = BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS)
     seen.show("values", settings, settings.credentials, settings.scope, settings.token_store, request)
 

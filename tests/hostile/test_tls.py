@@ -19,12 +19,14 @@ import pytest
 import trustme
 
 from runtime.bootstrap import build_http
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
+from runtime.clock import SystemClock
 from runtime.config import ENV_VARIABLES
+from runtime.deadline import Deadline
 from runtime.errors import ConfigError, TLSVerificationError
-from runtime.settings import AppCredentials, Settings
-from tests.support.kis import token_reply
+from runtime.settings import Settings
+from tests.support.kis import token_reply, within
 from tests.support.scripted_kis import APP_KEY, APP_SECRET, cli_env, run_cli
 from tests.support.servers import LOOPBACK, LoopbackHTTPServer, Reply
 
@@ -71,28 +73,32 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
 
 def _adapter(base_url: str, ca_file: Path | None) -> KISBrokerAdapter:
     return KISBrokerAdapter(
-        Mode.VTS, AppCredentials(APP_KEY, APP_SECRET), build_http(ca_file), base_url=base_url, timeout_s=2.0
+        Mode.VTS, AppCredentials(APP_KEY, APP_SECRET), build_http(ca_file), base_url=base_url
     )
+
+
+def _two_seconds() -> Deadline:
+    return within(2.0, SystemClock())
 
 
 def test_verification_is_on_by_default_an_unknown_ca_is_refused(pki: Pki) -> None:
     with pytest.raises(TLSVerificationError, match="KIS_CA_BUNDLE"):
-        _adapter(pki.good.url, None).issue_token()
+        _adapter(pki.good.url, None).issue_token(deadline=_two_seconds())
 
 
 def test_a_bundle_with_the_wrong_ca_is_refused(pki: Pki) -> None:
     with pytest.raises(TLSVerificationError):
-        _adapter(pki.good.url, pki.other_ca_file).issue_token()
+        _adapter(pki.good.url, pki.other_ca_file).issue_token(deadline=_two_seconds())
 
 
 def test_the_ca_bundle_adds_a_trusted_ca(pki: Pki) -> None:
-    token = _adapter(pki.good.url, pki.ca_file).issue_token()
+    token = _adapter(pki.good.url, pki.ca_file).issue_token(deadline=_two_seconds())
     assert token.token_type == "Bearer"
 
 
 def test_a_certificate_for_another_host_name_is_refused_even_from_a_trusted_ca(pki: Pki) -> None:
     with pytest.raises(TLSVerificationError):
-        _adapter(pki.wrong_host.url, pki.ca_file).issue_token()
+        _adapter(pki.wrong_host.url, pki.ca_file).issue_token(deadline=_two_seconds())
 
 
 def test_qts_token_over_https(

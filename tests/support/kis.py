@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.broker.base import AccessToken, AppCredentials, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.broker.kis.auth import format_kst
-from runtime.clock import ClockPort
+from runtime.clock import ClockPort, FakeClock
+from runtime.deadline import Deadline
 from runtime.masking import fingerprint
-from runtime.settings import AppCredentials, Settings
+from runtime.settings import Settings
 
 #: The one inquire-price call every test makes (KIS_API.md), and KIS's token endpoints.
 PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
@@ -111,5 +112,10 @@ class MakeAdapter(Protocol):
         *,
         creds: AppCredentials | None = ...,
         clock: ClockPort | None = ...,
-        timeout_s: float = ...,
     ) -> KISBrokerAdapter: ...
+
+
+def within(seconds: float = 3.0, clock: ClockPort | None = None) -> Deadline:
+    """A call deadline ``seconds`` long, as KISRuntime makes one per call. On a FakeClock (the
+    default) it runs out only when the test moves that clock; pass SystemClock() for real time."""
+    return Deadline.after(clock or FakeClock(), seconds)

@@ -24,11 +24,12 @@ import pytest
 from kis_emulator import DEMO_VTS_ACCOUNT, KISEmulator
 from runtime.auth.session import KISRuntime
 from runtime.bootstrap import build_http, build_runtime
-from runtime.broker.base import AccessToken, Mode
+from runtime.broker.base import AccessToken, AppCredentials, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import ClockPort, OffsetClock, SystemClock
 from runtime.config import parse_base_url
-from runtime.settings import AppCredentials, Settings, StoreKind, TokenStoreSpec
+from runtime.deadline import Deadline
+from runtime.settings import Settings, StoreKind, TokenStoreSpec
 from tests.support.emulator import running_emulator
 
 LIVE_VARIABLES = ("KIS_LIVE", "KIS_VTS_APP_KEY", "KIS_VTS_APP_SECRET", "KIS_VTS_BASE_URL")
@@ -56,6 +57,10 @@ class Target(Protocol):
 
     def adapter(self) -> KISBrokerAdapter:
         """A second adapter with the same credentials, independent of any runtime."""
+        ...
+
+    def deadline(self) -> Deadline:
+        """One call's deadline for a call made through ``adapter``."""
         ...
 
     def counters(self) -> Mapping[str, Any] | None:
@@ -96,13 +101,16 @@ class _AdapterTarget:
             self._http,
             base_url=self.settings.base_url,
             clock=self.clock,
-            timeout_s=self.settings.call_deadline_s,
         )
+
+    def deadline(self) -> Deadline:
+        """One call's deadline, as the runtime would make it for these settings."""
+        return Deadline.after(self.clock, self.settings.call_deadline_s)
 
     def invalidate_on_server(self, token: AccessToken) -> None:
         # The same way on both targets: KIS hands back the same token for 6 h, so revoking it
         # is the one way to make the live host reject a token the runtime still holds.
-        self.adapter().revoke_token(token)
+        self.adapter().revoke_token(token, deadline=self.deadline())
 
     def close(self) -> None:
         self._http.clear()

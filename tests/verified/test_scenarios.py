@@ -111,4 +111,4 @@ def test_revoke_voids_the_token_at_kis_and_drops_it(target: Target, kis: KISRunt
     assert seen(target, REVOKE_PATH) in (1, None)
     request = BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS)
     with pytest.raises(TokenRejectedError):
-        target.adapter().send(request, token)
+        target.adapter().send(request, token, deadline=target.deadline())

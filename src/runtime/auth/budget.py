@@ -188,7 +188,8 @@ class IssuanceBudget:
             reason = f"the wait does not fit in the {max(time_left_s, 0):.1f} s left before the deadline"
         if reason is not None:
             error = IssuanceRateLimitedError(
-                f"KIS issues one token per minute per app key; the next tokenP for this key may go "
+                f"KIS answers one tokenP request per minute per app key (one token per minute; a "
+                f"rejected request counts too); the next tokenP for this key may go "
                 f"out in {math.ceil(seconds)} s and {reason}",
                 retry_after=duration,
                 code=cause.code if cause is not None else None,

@@ -12,13 +12,11 @@ import threading
 from datetime import timedelta
 
 from runtime.auth.ports import ClockPort
-from runtime.broker.base import Mode
+from runtime.deadline import Deadline
 from runtime.errors import CallRateLimitedError
 
-__all__ = ["DEFAULT_MAX_RPS", "Pacer"]
+__all__ = ["Pacer"]
 
-#: Conservative defaults: VTS allows about 2/s, REAL 20/s (KIS_API.md §11); REAL keeps headroom.
-DEFAULT_MAX_RPS = {Mode.VTS: 2.0, Mode.REAL: 15.0}
 _WINDOW_S = 1.0
 _GUARD_S = 0.05
 
@@ -40,11 +38,13 @@ class Pacer:
     def max_per_second(self) -> float:
         return self._capacity / self._window
 
-    def acquire(self, budget_s: float) -> float:
+    def acquire(self, deadline: Deadline) -> float:
         """Wait (via the clock) until a call may start; returns the seconds waited.
 
-        Raises CallRateLimitedError when the wait would not fit in ``budget_s``.
+        Raises CallRateLimitedError when the wait would not fit in the time ``deadline`` has
+        left, and BrokerUnavailableError when none is left.
         """
+        budget_s = deadline.left_or_raise()
         with self._lock:
             now = self._clock.monotonic()
             expired = bisect.bisect_right(self._starts, now - self._window - _GUARD_S)

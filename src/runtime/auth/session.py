@@ -8,19 +8,19 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from runtime.auth.pacing import DEFAULT_MAX_RPS, Pacer
+from runtime.auth.pacing import Pacer
 from runtime.auth.ports import ClockPort
 from runtime.auth.stores.bounds import within
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerRequest, BrokerResponse, BrokerScope
 from runtime.deadline import Deadline
 from runtime.errors import (
-    BrokerUnavailableError,
     CallRateLimitedError,
     InvalidRequestError,
     OrderRefusedError,
     TokenRejectedError,
 )
+from runtime.settings import DEFAULT_CALL_DEADLINE_S, DEFAULT_MAX_RPS
 
 __all__ = ["KISRuntime"]
 
@@ -37,7 +37,8 @@ class KISRuntime:
     """The stateful half: owns the token cache, holds no credentials.
 
     Build it with :func:`runtime.bootstrap.build_runtime`. Every method raises only
-    :class:`runtime.errors.QTSError` subclasses.
+    :class:`runtime.errors.QTSError` subclasses. Each call gets one :class:`Deadline`, made
+    here from the clock and handed to the cache, the pacer, the stores and the broker.
     """
 
     def __init__(
@@ -46,7 +47,7 @@ class KISRuntime:
         cache: TokenCache,
         clock: ClockPort,
         *,
-        call_deadline_s: float = 20.0,
+        call_deadline_s: float = DEFAULT_CALL_DEADLINE_S,
         pacer: Pacer | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
@@ -68,10 +69,14 @@ class KISRuntime:
         """The token cache (for inspection: ``issued_count``, ``last_source``, ``peek``)."""
         return self._cache
 
-    def access_token(self) -> AccessToken:
-        """A token valid for at least the refresh margin, for callers that need it themselves."""
-        with within(Deadline.after(self._clock, self._deadline_s)):
-            return self._cache.get(timeout_s=self._deadline_s)
+    def access_token(self, *, budget_wait_s: float = 0.0) -> AccessToken:
+        """A token valid for at least the refresh margin, for callers that need it themselves.
+
+        ``budget_wait_s`` is time granted on top of the call deadline for waiting out KIS's
+        one-tokenP-a-minute rule (``qts token`` grants it; a call does not)."""
+        deadline = self._deadline()
+        with within(deadline):
+            return self._cache.get(deadline=deadline, budget_wait_s=budget_wait_s)
 
     def call(
         self,
@@ -95,20 +100,22 @@ class KISRuntime:
             raise InvalidRequestError(f"invalid call: {exc}") from exc
         if request.is_order:
             raise OrderRefusedError(f"{request.path} is an order endpoint; Phase 2 sends no orders")
+        deadline = self._deadline()
         # One deadline for the whole call: every store and lock operation on the way keeps to it.
-        with within(Deadline.after(self._clock, self._deadline_s)):
-            return self._call(request, self._clock.monotonic() + self._deadline_s)
+        with within(deadline):
+            return self._call(request, deadline)
 
-    def _call(self, request: BrokerRequest, deadline: float) -> BrokerResponse:
-        token = self._cache.get(timeout_s=self._remaining(deadline))
+    def _call(self, request: BrokerRequest, deadline: Deadline) -> BrokerResponse:
+        token = self._cache.get(deadline=deadline)
         try:
             return self._send(request, token, deadline)
         except TokenRejectedError as rejected:
-            self._cache.invalidate(token)
+            self._cache.invalidate(token, deadline=deadline)
             if request.method != "GET":
                 raise  # the call may have had an effect; the caller decides about resending it
             _log.info("token %s rejected (%s); reissuing and retrying once", token.masked, rejected.code)
-            fresh = self._cache.get(timeout_s=self._remaining(deadline))
+            deadline.left_or_raise()  # the rejected call may have used the rest
+            fresh = self._cache.get(deadline=deadline)
             if fresh.value == token.value:
                 # The reissue is blocked (EGW00133 or the budget) and the cache kept the token:
                 # a one-off rejection deserves one more try rather than a local failure.
@@ -119,12 +126,12 @@ class KISRuntime:
         """Revoke the held token at KIS and drop it from the store; returns what was revoked.
 
         All of it within the call deadline: a store lock held elsewhere is not waited out."""
-        deadline = self._clock.monotonic() + self._deadline_s
-        with within(Deadline.after(self._clock, self._deadline_s)):
+        deadline = self._deadline()
+        with within(deadline):
             token = self._cache.held()
             if token is None:
                 return None
-            self._broker.revoke_token(token, timeout_s=self._remaining(deadline))
+            self._broker.revoke_token(token, deadline=deadline)
             self._cache.forget()
             return token
 
@@ -142,23 +149,22 @@ class KISRuntime:
     ) -> None:
         self.close()
 
-    def _send(self, request: BrokerRequest, token: AccessToken, deadline: float) -> BrokerResponse:
+    def _send(self, request: BrokerRequest, token: AccessToken, deadline: Deadline) -> BrokerResponse:
         for attempt in range(_RATE_LIMIT_ATTEMPTS):
-            self._pacer.acquire(self._remaining(deadline))
+            self._pacer.acquire(deadline)
+            deadline.left_or_raise()  # the pacing wait may have used the rest
             try:
-                return self._broker.send(request, token, timeout_s=self._remaining(deadline))
+                return self._broker.send(request, token, deadline=deadline)
             except CallRateLimitedError as limited:
                 backoff = min(limited.retry_after.total_seconds() * 2**attempt, _RATE_LIMIT_MAX_PAUSE_S)
                 pause = backoff * self._jitter.uniform(1.0, 1.5)
                 last = attempt + 1 == _RATE_LIMIT_ATTEMPTS
-                if request.method != "GET" or last or pause >= self._remaining(deadline):
+                if request.method != "GET" or last or pause >= deadline.left_or_raise():
                     raise
                 _log.info("EGW00201 on %s; waiting %.1f s before trying again", request.path, pause)
                 self._clock.sleep(pause)
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
-    def _remaining(self, deadline: float) -> float:
-        left = deadline - self._clock.monotonic()
-        if left <= 0:
-            raise BrokerUnavailableError(f"call deadline of {self._deadline_s:g} s exceeded")
-        return left
+    def _deadline(self) -> Deadline:
+        # The one place a call's deadline is made: every step after this spends from it.
+        return Deadline.after(self._clock, self._deadline_s)

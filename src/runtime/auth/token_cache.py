@@ -32,6 +32,7 @@ from runtime.errors import (
     StaleTokenError,
     TokenStoreError,
 )
+from runtime.settings import DEFAULT_CALL_DEADLINE_S, DEFAULT_REFRESH_MARGIN
 
 __all__ = ["TokenCache", "TokenSource"]
 
@@ -82,8 +83,7 @@ class TokenCache:
         store: TokenStorePort,
         clock: ClockPort,
         *,
-        margin: timedelta = timedelta(seconds=600),
-        lock_timeout_s: float = 30.0,
+        margin: timedelta = DEFAULT_REFRESH_MARGIN,
         budget: IssuanceBudget | None = None,
     ) -> None:
         if margin < timedelta(0):
@@ -92,7 +92,6 @@ class TokenCache:
         self._store = store
         self._clock = clock
         self._margin = margin
-        self._lock_timeout_s = lock_timeout_s
         self._budget = budget
         self._scope = broker.scope
         self._entry: _Entry | None = None
@@ -128,24 +127,25 @@ class TokenCache:
         with self._lock:
             return self._load_from_store()
 
-    def get(self, *, timeout_s: float | None = None, budget_wait_s: float = 0.0) -> AccessToken:
+    def get(self, *, deadline: Deadline | None = None, budget_wait_s: float = 0.0) -> AccessToken:
         """A token for this scope that stays valid for at least the margin.
 
         A stale token that KIS will not renew yet (it hands back the same one within 6 h)
         or that failed to refresh for a retryable reason is kept until it expires. Raises
         whatever the broker's ``issue_token`` raises, StaleTokenError when KIS hands back a
         token it has rejected, and BrokerUnavailableError when another thread's issuance
-        does not finish within ``timeout_s``.
+        does not finish before ``deadline``.
 
-        With a budget, a tokenP it holds off is waited for only if the wait fits in
-        ``timeout_s`` plus ``budget_wait_s`` (time granted for that wait alone, on top of the
-        deadline: ``qts token`` gives it 65 s); otherwise IssuanceRateLimitedError at once.
+        With a budget, a tokenP it holds off is waited for only if the wait fits in the time
+        ``deadline`` has left plus ``budget_wait_s`` (time granted for that wait alone, on top
+        of the deadline: ``qts token`` gives it 65 s); otherwise IssuanceRateLimitedError at
+        once. Without a deadline (tools, tests) budget waits are bounded only by the budget,
+        and each lock wait and tokenP by the default call deadline.
         """
         served = self._serve_from_memory()
         if served is not None:
             return served
-        deadline = None if timeout_s is None else Deadline.after(self._clock, max(timeout_s, 0.0))
-        lock_wait = self._lock_timeout_s if deadline is None else deadline.remaining()
+        lock_wait = self._time_left(deadline)
         if not self._lock.acquire(timeout=lock_wait):
             raise BrokerUnavailableError(
                 f"timed out after {lock_wait:g} s waiting for a token issuance in progress"
@@ -155,7 +155,7 @@ class TokenCache:
         finally:
             self._lock.release()
 
-    def invalidate(self, token: AccessToken) -> None:
+    def invalidate(self, token: AccessToken, *, deadline: Deadline | None = None) -> None:
         """KIS rejected ``token``: forget it here and in the store (if the store still has it)."""
         with self._lock:
             self._rejected.append(_digest(token.value))
@@ -166,7 +166,7 @@ class TokenCache:
                 # Compare and delete under the store's issuance lock: without it, another process
                 # could save its fresh token between our load and our delete, and we would delete
                 # that one (found by the soak: every worker then waits out the tokenP budget).
-                with self._store_lock(self._lock_timeout_s):
+                with self._store_lock(self._time_left(deadline)):
                     stored = self._store.load(self._scope)  # raw: _load_from_store hides rejected ones
                     if stored is not None and stored.value == token.value:
                         self._store.delete(self._scope)
@@ -308,7 +308,7 @@ class TokenCache:
         budget = self._budget
         before = budget.start_tokenp(self._store, self._scope, now) if budget is not None else None
         try:
-            issued = self._broker.issue_token(timeout_s=self._time_left(deadline) if deadline else None)
+            issued = self._broker.issue_token(deadline=deadline or self._default_deadline())
         except QTSError as exc:
             if budget is not None and before is not None:
                 budget.tokenp_failed(self._store, self._scope, now, before, exc)
@@ -369,7 +369,10 @@ class TokenCache:
     # --- small helpers ---------------------------------------------------------------------------
 
     def _time_left(self, deadline: Deadline | None) -> float:
-        return self._lock_timeout_s if deadline is None else deadline.remaining()
+        return DEFAULT_CALL_DEADLINE_S if deadline is None else deadline.remaining()
+
+    def _default_deadline(self) -> Deadline:
+        return Deadline.after(self._clock, DEFAULT_CALL_DEADLINE_S)
 
     def _store_lock(self, timeout_s: float) -> AbstractContextManager[None]:
         return self._store.issuance_lock(self._scope, timeout_s)

@@ -17,10 +17,12 @@ from typing import Any, Protocol
 
 import attrs
 
-from runtime.masking import mask
+from runtime.deadline import Deadline
+from runtime.masking import fingerprint, mask
 
 __all__ = [
     "AccessToken",
+    "AppCredentials",
     "BrokerAuthPort",
     "BrokerRequest",
     "BrokerResponse",
@@ -45,11 +47,14 @@ class Mode(enum.StrEnum):
 
     @classmethod
     def parse(cls, text: str) -> Mode:
-        """``"vts"``/``"REAL"``/... to a Mode; raises ValueError naming the allowed values."""
+        """``"vts"``/``"REAL"``/... to a Mode; raises ValueError naming the allowed values.
+
+        The one reading of a mode's name: ``KIS_MODE`` and ``--mode`` go through it
+        (``runtime.config.load_settings`` / ``load_mode``)."""
         try:
             return cls[text.strip().upper()]
         except KeyError:
-            raise ValueError(f"{text!r} is not a mode; use VTS or REAL") from None
+            raise ValueError(f"{text!r} is not allowed; use VTS or REAL") from None
 
 
 _OFFICIAL_BASE_URLS = {
@@ -214,10 +219,29 @@ class BrokerResponse:
         return self.tr_cont in ("F", "M")
 
 
+@attrs.frozen(repr=False)
+class AppCredentials:
+    """An app key and its secret. Only the broker adapter ever receives this object (it is
+    built by ``runtime.config`` and handed to the adapter by the composition root)."""
+
+    app_key: str
+    app_secret: str
+
+    @property
+    def fingerprint(self) -> str:
+        """The key's public name; see :func:`runtime.masking.fingerprint`."""
+        return fingerprint(self.app_key)
+
+    def __repr__(self) -> str:
+        return f"AppCredentials(key_fingerprint={self.fingerprint!r})"
+
+
 class BrokerAuthPort(Protocol):
     """A broker adapter: it owns the credentials and never keeps a token.
 
-    Every method raises only :class:`runtime.errors.QTSError` subclasses.
+    Every method raises only :class:`runtime.errors.QTSError` subclasses, and finishes (or
+    raises BrokerUnavailableError) within the ``deadline`` it is handed: the caller's whole
+    call, made once per call by the runtime (see :mod:`runtime.deadline`).
     """
 
     @property
@@ -225,7 +249,7 @@ class BrokerAuthPort(Protocol):
         """The (mode, app-key fingerprint) every token from this adapter belongs to."""
         ...
 
-    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+    def issue_token(self, *, deadline: Deadline) -> AccessToken:
         """Ask the broker for an access token and return it without keeping it.
 
         Raises CredentialsRejectedError (WrongModeError for a key of the other mode),
@@ -234,7 +258,7 @@ class BrokerAuthPort(Protocol):
         """
         ...
 
-    def revoke_token(self, token: AccessToken, *, timeout_s: float | None = None) -> None:
+    def revoke_token(self, token: AccessToken, *, deadline: Deadline) -> None:
         """Ask the broker to void ``token``. An already unknown token counts as revoked.
 
         Raises ScopeMismatchError, CredentialsRejectedError, BrokerUnavailableError,
@@ -242,9 +266,7 @@ class BrokerAuthPort(Protocol):
         """
         ...
 
-    def send(
-        self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
-    ) -> BrokerResponse:
+    def send(self, request: BrokerRequest, token: AccessToken, *, deadline: Deadline) -> BrokerResponse:
         """Send one call with ``token``, adding app key, secret and the mode's tr_id itself.
 
         Raises ScopeMismatchError, OrderRefusedError, TokenRejectedError,

@@ -1,8 +1,9 @@
-"""The ``qts`` command: demo, token, status, quote, revoke, emulator.
+"""The ``qts`` command: demo, token, status, quote, call, revoke, forget, doctor, init, emulator.
 
-Exit codes: 0 ok; 2 configuration or usage; 3 credentials rejected (a key of the other mode
-included); 4 broker unavailable, malformed answer or failed TLS; 5 rate limited; 1 anything
-else. Errors are one or two plain lines on stderr; a traceback only with ``-v``.
+Exit codes: see :data:`runtime.errors.EXIT_CODES` (0 ok; 2 configuration or usage; 3 credentials
+rejected; 4 broker unavailable, malformed answer or failed TLS; 5 rate limited; 6 KIS refused
+the request; 1 a bug). Errors are one or two plain lines on stderr, and with ``--json`` also one
+``{"error": {...}}`` object on stdout; a traceback only with ``-v``.
 Heavy modules are imported inside each command so ``qts --help`` starts fast.
 """
 
@@ -26,27 +27,36 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+class _UsageProblem(Exception):
+    """argparse's complaint, carried to ``main`` so it is reported like every other error."""
+
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``qts`` with ``argv`` (default: the process arguments); returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(args_list)
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except _UsageProblem as problem:
+        return _usage_error(problem, args_list)
     from runtime.cli.output import Output
 
     out = Output(as_json=args.json)
-    if args.verbose:
-        import logging
-
-        logging.basicConfig(
-            level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-        )
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
+    restore = _configure_logging(verbose=args.verbose)
     try:
         return handler(args, out)
     except KeyboardInterrupt:
-        out.error("qts: interrupted")
+        out.fail("Interrupted", "interrupted", exit_code=130, hint="")
         return 130
     except BrokenPipeError:
         # The reader went away (qts ... | head): not an error worth a message.
@@ -54,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # the one place that turns any error into an exit code
         return _report(exc, out, verbose=args.verbose)
+    finally:
+        restore()
 
 
 def _report(exc: Exception, out: Output, *, verbose: bool) -> int:
@@ -66,28 +78,72 @@ def _report(exc: Exception, out: Output, *, verbose: bool) -> int:
         # The one scrubber sees every byte: a dependency's exception text in the chain too.
         out.error(scrub.scrub("".join(traceback.format_exception(exc))).rstrip("\n"))
     if isinstance(exc, QTSError):
-        out.error(f"qts: {exc}")
-        hint = _HINTS.get(type(exc).__name__)
-        if hint:
-            out.error(f"     {hint}")
+        out.fail_with(exc)
         return exc.exit_code
-    out.error(f"qts: internal error ({type(exc).__name__}); run again with -v for details and report it")
+    out.fail(
+        "InternalError",
+        f"internal error ({type(exc).__name__})",
+        exit_code=1,
+        hint="Run again with -v for details and report it (a bug in qts).",
+    )
     return 1
 
 
-_HINTS = {
-    "ConfigError": "Fix the setting named above (.env, environment or command line; see .env.example).",
-    "CredentialsRejectedError": "Check the app key/secret for this mode in .env (no stray spaces).",
-    "WrongModeError": "KIS_MODE and the key pair disagree: use the VTS pair for VTS, the REAL pair for REAL.",
-    "IssuanceRateLimitedError": "KIS issues one token per minute per app key; try again in a minute.",
-    "CallRateLimitedError": "Too many calls per second; slow down and try again.",
-    "BrokerUnavailableError": "KIS could not be reached; check the network and try again later.",
-    "TLSVerificationError": "Behind a corporate proxy? Set KIS_CA_BUNDLE to its CA certificate file.",
-    "MalformedResponseError": "KIS answered something unexpected; try again, and report it if it persists.",
-    "ForeignTokenError": "The token named another app key; nothing was cached. Report this if it persists.",
-    "TokenRejectedError": "Run `qts revoke` and then `qts token` to start with a new token.",
-    "StaleTokenError": "KIS keeps handing back a rejected token; run `qts revoke`, then retry.",
-}
+def _usage_error(problem: _UsageProblem, argv: Sequence[str]) -> int:
+    from runtime.cli.output import Output
+    from runtime.errors import UsageError
+
+    error = UsageError(problem.args[0])
+    error.hint = f"Run `{_help_target(problem.prog, argv)} --help` for usage."
+    Output(as_json="--json" in argv).fail_with(error)
+    return error.exit_code
+
+
+def _help_target(prog: str, argv: Sequence[str]) -> str:
+    """The subcommand whose ``--help`` answers a usage error: the one named on the line, if any."""
+    if prog != "qts":
+        return prog
+    names = {name for name, _, _ in COMMANDS}
+    named = next((arg for arg in argv if arg in names), None)
+    return f"qts {named}" if named else "qts"
+
+
+def _configure_logging(*, verbose: bool) -> Callable[[], None]:
+    """Warnings (a corrupt token file, a folder tightened) on stderr, each at most once per run;
+    with ``-v`` every debug log too. Returns what undoes it (``main`` may run in a test process)."""
+    import logging
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "qts: warning: %(message)s")
+    )
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    handler.addFilter(_OncePerRun())
+    level = root.level
+    if verbose:
+        root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+    return restore
+
+
+class _OncePerRun:
+    """A logging filter that lets each distinct message through once."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def filter(self, record: Any) -> bool:
+        text = record.getMessage()
+        if text in self._seen:
+            return False
+        self._seen.add(text)
+        return True
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -106,13 +162,13 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
-def _lazy(name: str) -> Handler:
-    """The subcommand ``name`` of ``runtime.cli.commands``, imported only when it runs."""
+def _lazy(name: str, module: str = "runtime.cli.commands") -> Handler:
+    """The function ``name`` of ``module``, imported only when the subcommand runs."""
 
     def run(args: argparse.Namespace, out: Output) -> int:
-        from runtime.cli import commands
+        import importlib
 
-        handler: Handler = getattr(commands, name)
+        handler: Handler = getattr(importlib.import_module(module), name)
         return handler(args, out)
 
     run.__name__ = run.__qualname__ = name
@@ -120,10 +176,92 @@ def _lazy(name: str) -> Handler:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is two plain lines like every other qts error."""
+    """argparse, but a usage error is reported like every other qts error (and as JSON with --json)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"qts: {message}\n     run `{self.prog} --help` for usage\n")
+        raise _UsageProblem(message, self.prog)
+
+
+def _token_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reveal", action="store_true", help="print only the raw token on stdout, for pipes")
+
+
+def _quote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("code", help="6-digit stock code, e.g. 005930")
+    p.add_argument("--market", default="J", choices=["J", "NX", "UN", "W"], help="FID_COND_MRKT_DIV_CODE")
+
+
+def _call_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("tr_id", metavar="TR_ID", help="the REAL tr_id, e.g. FHKST01010100 (mapped for VTS)")
+    p.add_argument(
+        "path", metavar="PATH", help="API path, e.g. /uapi/domestic-stock/v1/quotations/inquire-price"
+    )
+    p.add_argument("params", metavar="KEY=VALUE", nargs="*", help="query parameters")
+    pages = p.add_mutually_exclusive_group()
+    pages.add_argument(
+        "--pages", type=int, default=1, metavar="N", help="follow tr_cont for up to N pages (default 1)"
+    )
+    pages.add_argument("--all", action="store_true", help="follow tr_cont until the last page")
+
+
+def _init_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--force", action="store_true", help="overwrite an existing file (--env-file, else ./.env)"
+    )
+
+
+def _forget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--all", action="store_true", help="every token in the store, of every mode and key")
+
+
+def _emulator_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+
+
+def _no_args(p: argparse.ArgumentParser) -> None:
+    """A subcommand with only the common options."""
+
+
+#: Every subcommand: name, (function, module), help text. Add one line (and its arguments) here.
+COMMANDS: list[tuple[str, tuple[str, str], str]] = [
+    ("demo", ("demo", "runtime.cli.commands"), "walk the Phase 2 flow against the embedded KIS emulator"),
+    ("token", ("token", "runtime.cli.commands"), "ensure a valid token for the mode and show it (masked)"),
+    (
+        "status",
+        ("status", "runtime.cli.commands"),
+        "show cached tokens per (mode, key fingerprint); no network",
+    ),
+    ("quote", ("quote", "runtime.cli.commands"), "read-only current price of a stock through the runtime"),
+    (
+        "call",
+        ("call", "runtime.cli.call"),
+        "any read-only GET through the runtime, JSON out (orders refused)",
+    ),
+    (
+        "revoke",
+        ("revoke", "runtime.cli.commands"),
+        "revoke the cached token at KIS and drop it from the store",
+    ),
+    ("forget", ("forget", "runtime.cli.call"), "drop the local token without asking KIS (KIS unreachable)"),
+    (
+        "doctor",
+        ("doctor", "runtime.cli.doctor"),
+        "check the set-up: one line per check (ok / warn / fail + fix)",
+    ),
+    ("init", ("init", "runtime.cli.init"), "write a commented .env (mode 0600) to fill in"),
+    ("emulator", ("emulator", "runtime.cli.commands"), "run the offline KIS emulator until Ctrl-C"),
+]
+
+#: Extra arguments per subcommand (those not named take only the common options).
+ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "token": _token_args,
+    "quote": _quote_args,
+    "call": _call_args,
+    "init": _init_args,
+    "forget": _forget_args,
+    "emulator": _emulator_args,
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,31 +270,10 @@ def _parser() -> argparse.ArgumentParser:
         description="QTS Runtime: a safe connection to the KIS Open API (한국투자증권). Never sends orders.",
     )
     _common(parser, top=True)
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    def command(name: str, handler: Handler, text: str) -> argparse.ArgumentParser:
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
+    for name, (function, module), text in COMMANDS:
         p = sub.add_parser(name, help=text, description=text)
         _common(p, top=False)
-        p.set_defaults(handler=handler)
-        return p
-
-    command(
-        "demo",
-        _lazy("demo"),
-        "walk the whole Phase 2 flow against the embedded KIS emulator (no account needed)",
-    )
-    token = command(
-        "token", _lazy("token"), "ensure a valid token for the configured mode and show it (masked)"
-    )
-    token.add_argument("--reveal", action="store_true", help="print only the raw token on stdout, for pipes")
-    command("status", _lazy("status"), "show cached tokens per (mode, key fingerprint); no network")
-    quote = command("quote", _lazy("quote"), "read-only current price of a stock through the runtime")
-    quote.add_argument("code", help="6-digit stock code, e.g. 005930")
-    quote.add_argument("--market", default="J", choices=["J", "NX", "UN", "W"], help="FID_COND_MRKT_DIV_CODE")
-    command("revoke", _lazy("revoke"), "revoke the cached token at KIS and drop it from the store")
-    emulator = command(
-        "emulator", _lazy("emulator"), "run the offline KIS emulator in the foreground until Ctrl-C"
-    )
-    emulator.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    emulator.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+        ARGUMENTS.get(name, _no_args)(p)
+        p.set_defaults(handler=_lazy(function, module), command=name)
     return parser

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.cli.output import Output, format_kst, format_left
+from runtime.cli.output import REAL_MARKER, Output, format_kst, format_left
 
 if TYPE_CHECKING:
+    from kis_emulator import EmulatorAccount
     from runtime.auth.session import KISRuntime
     from runtime.settings import Settings
 
@@ -21,32 +21,45 @@ PRICE_PATH = "/uapi/domestic-stock/v1/quotations/inquire-price"
 PRICE_TR_ID = "FHKST01010100"
 
 
-def _env_file(args: argparse.Namespace) -> tuple[Path | None, bool]:
-    """The settings file and whether it was only found (``./.env``) rather than named."""
+def _env_file(args: argparse.Namespace) -> Path | None:
+    """The settings file: named with ``--env-file``, else ``./.env`` if present -- a
+    :class:`~runtime.config.FoundEnvFile`, which every reader treats as untrusted."""
     if getattr(args, "env_file", None):
-        return Path(args.env_file), False
+        return Path(args.env_file)
     from runtime.config import find_env_file
 
-    found = find_env_file()
-    return found, found is not None
+    return find_env_file()
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def announce_mode(args: argparse.Namespace, out: Output, *, machine_stdout: bool = False) -> None:
+    """The one rule for the REAL marker: shown first whenever REAL is the mode in use, before
+    anything else can fail (missing keys included). Idempotent within a run."""
+    from runtime.broker.base import Mode
+    from runtime.config import announced_mode
+
+    if announced_mode(_env_file(args), mode=getattr(args, "mode", None)) is Mode.REAL:
+        out.real_marker(machine_stdout=machine_stdout)
+
+
+def _settings(
+    args: argparse.Namespace, out: Output | None = None, *, machine_stdout: bool = False
+) -> Settings:
     from runtime.config import load_settings
 
-    path, found = _env_file(args)
-    return load_settings(path, mode=getattr(args, "mode", None), found=found)
+    if out is not None:
+        announce_mode(args, out, machine_stdout=machine_stdout)
+    settings = load_settings(_env_file(args), mode=getattr(args, "mode", None))
+    if out is not None:
+        out.target = settings.base_url
+    return settings
 
 
 def _runtime(
     args: argparse.Namespace, out: Output, *, machine_stdout: bool = False, settings: Settings | None = None
 ) -> KISRuntime:
     from runtime.bootstrap import build_runtime
-    from runtime.broker.base import Mode
 
-    settings = settings or _settings(args)
-    if settings.mode is Mode.REAL:
-        out.real_marker(machine_stdout=machine_stdout)
+    settings = settings or _settings(args, out, machine_stdout=machine_stdout)
     if settings.base_url != settings.mode.official_base_url:
         # Whoever set the URL, the person running qts sees where the keys are about to go.
         out.error(
@@ -68,7 +81,7 @@ def _countdown(out: Output) -> Callable[[int], None]:
                 print(file=out.stderr, flush=True)
             shown = False
             return
-        text = f"qts: KIS issues one token per minute per app key; waiting {seconds_left:2d} s"
+        text = f"qts: KIS answers one tokenP request per minute per app key; waiting {seconds_left:2d} s"
         if tty:
             print(f"\r{text}", end="", file=out.stderr, flush=True)
         elif not shown:
@@ -83,11 +96,11 @@ def token(args: argparse.Namespace, out: Output) -> int:
     from runtime.auth.budget import MAX_WAIT
 
     reveal = bool(getattr(args, "reveal", False))
-    settings = _settings(args)
+    settings = _settings(args, out, machine_stdout=reveal)
     with _runtime(args, out, machine_stdout=reveal, settings=settings) as kis:
         # The budget's wait (at most MAX_WAIT) comes on top of the call deadline here; a quote
         # keeps its deadline and gets exit 5 at once instead.
-        access = kis.cache.get(timeout_s=settings.call_deadline_s, budget_wait_s=MAX_WAIT.total_seconds())
+        access = kis.access_token(budget_wait_s=MAX_WAIT.total_seconds())
         if reveal:
             out.raw(access.value)
             return 0
@@ -119,8 +132,7 @@ def status(args: argparse.Namespace, out: Output) -> int:
     from runtime.config import default_token_folder, load_store_spec
     from runtime.settings import StoreKind, TokenStoreSpec
 
-    path, found = _env_file(args)
-    spec = load_store_spec(path, found=found)
+    spec = load_store_spec(_env_file(args))
     if spec.kind is StoreKind.FILE and spec.location is None:
         spec = TokenStoreSpec(StoreKind.FILE, str(default_token_folder()))  # show where it is
     clock = SystemClock()
@@ -137,17 +149,17 @@ def status(args: argparse.Namespace, out: Output) -> int:
         }
         for t in tokens
     ]
-    if any(t.scope.mode.value == "REAL" for t in tokens):
-        out.real_marker(machine_stdout=False)
     out.data({"store": str(spec), "tokens": rows})
     out.line(f"store    {spec}")
     if not rows:
         hint = " (memory: tokens live only inside a running process)" if spec.kind.value == "memory" else ""
         out.line(f"no cached tokens{hint}")
     for t in tokens:
+        # REAL rows carry the marker themselves: the store may hold both modes at once.
+        marker = f"  {REAL_MARKER}" if t.scope.mode.value == "REAL" else ""
         out.line(
             f"{t.scope.mode.value:<4} key {t.scope.key_fingerprint}  expires {format_kst(t.expires_at)}"
-            f"  ({format_left(t.time_left(now))} left)  {t.masked}"
+            f"  ({format_left(t.time_left(now))} left)  {t.masked}{marker}"
         )
     return 0
 
@@ -197,11 +209,10 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
     import threading
 
     from kis_emulator import KISEmulator, demo_account
+    from runtime.config import load_mode
     from runtime.errors import ConfigError
 
-    mode = str(getattr(args, "mode", None) or os.environ.get("KIS_MODE") or "VTS").strip().upper()
-    if mode not in ("VTS", "REAL"):
-        raise ConfigError(f"KIS_MODE: {mode!r} is not allowed; use VTS or REAL")
+    mode = load_mode(_env_file(args), mode=getattr(args, "mode", None)).value
     # A service manager stops us with SIGTERM: treat it like Ctrl-C so the server shuts down cleanly.
     signal.signal(signal.SIGTERM, _interrupt)
     server = KISEmulator(mode)
@@ -210,16 +221,9 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
             base_url = server.start(args.host, args.port)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
-        account = demo_account(mode)
         if mode == "REAL":
             out.real_marker(machine_stdout=False)
-        out.line(f"KIS emulator ({mode}) listening on {base_url} — Ctrl-C to stop")
-        out.line("Point QTS Runtime at it with these .env lines (demo credentials, not real ones):")
-        out.line(f"KIS_MODE={mode}")
-        out.line(f"KIS_{mode}_BASE_URL={base_url}")
-        out.line(f"KIS_{mode}_APP_KEY={account.app_key}")
-        out.line(f"KIS_{mode}_APP_SECRET={account.app_secret}")
-        out.data({"mode": mode, "base_url": base_url})
+        _print_emulator_env(out, mode, base_url, demo_account(mode))
         threading.Event().wait()
     except KeyboardInterrupt:
         # Ctrl-C at any moment after start, even while the lines above print, is a clean stop.
@@ -227,6 +231,29 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _print_emulator_env(out: Output, mode: str, base_url: str, account: EmulatorAccount) -> None:
+    """The .env lines (text) or object (--json) that point QTS Runtime at the emulator."""
+    env = {
+        "KIS_MODE": mode,
+        f"KIS_{mode}_BASE_URL": base_url,
+        f"KIS_{mode}_APP_KEY": account.app_key,
+        f"KIS_{mode}_APP_SECRET": account.app_secret,
+    }
+    out.line(f"KIS emulator ({mode}) listening on {base_url} — Ctrl-C to stop")
+    out.line("Point QTS Runtime at it with these .env lines (demo credentials, not real ones):")
+    for name, value in env.items():
+        out.line(f"{name}={value}")
+    out.data(
+        {
+            "mode": mode,
+            "base_url": base_url,
+            "app_key": account.app_key,
+            "app_secret": account.app_secret,
+            "env": env,
+        }
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -237,7 +264,7 @@ def demo(args: argparse.Namespace, out: Output) -> int:
     """``qts demo``: the narrated Phase 2 flow on the embedded emulator."""
     from runtime.cli.demo import run_demo
 
-    return run_demo(out, mode=str(getattr(args, "mode", None) or "VTS").upper())
+    return run_demo(out, mode=getattr(args, "mode", None) or "VTS")
 
 
 def _won(text: object) -> str:

@@ -68,7 +68,8 @@ class _Demo:
         """Every step; returns the distinct token values the runtime held along the way."""
         from kis_emulator import demo_account
         from runtime.bootstrap import build_runtime
-        from runtime.settings import AppCredentials, Settings
+        from runtime.broker.base import AppCredentials
+        from runtime.settings import Settings
 
         account = demo_account(self._mode.value)
         credentials = AppCredentials(account.app_key, account.app_secret)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime, timedelta
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
 from runtime.scrub import scrub
+
+if TYPE_CHECKING:
+    from runtime.errors import QTSError
 
 __all__ = ["REAL_MARKER", "Output", "format_kst", "format_left"]
 
@@ -38,9 +41,15 @@ class Output:
         self.as_json = as_json
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
+        #: The base URL a command talks to, named when it cannot be reached.
+        self.target: str | None = None
+        self._marked = False
 
     def real_marker(self, *, machine_stdout: bool) -> None:
-        """Announce live trading: on stderr when stdout carries machine output."""
+        """Announce live trading (once per run): on stderr when stdout carries machine output."""
+        if self._marked:
+            return
+        self._marked = True
         stream = self.stderr if machine_stdout or self.as_json else self.stdout
         print(f"{REAL_MARKER} live trading account / 실전투자 계좌", file=stream, flush=True)
 
@@ -61,3 +70,36 @@ class Output:
 
     def error(self, text: str) -> None:
         print(scrub(text), file=self.stderr, flush=True)
+
+    def fail_with(self, error: QTSError) -> None:
+        """Report ``error``: two lines on stderr and, with ``--json``, ``{"error": {...}}`` on stdout.
+
+        An unreachable broker is named by the URL that was tried."""
+        from runtime.errors import BrokerUnavailableError, TLSVerificationError
+
+        payload = error.as_dict()
+        text = str(error)
+        if self.target and isinstance(error, BrokerUnavailableError | TLSVerificationError):
+            payload["message"] = f"{error.message} (tried {self.target})"
+            text = f"{payload['message']} [{error.code}]" if error.code else payload["message"]
+        self.fail_payload(payload, text=text)
+
+    def fail(self, kind: str, message: str, *, exit_code: int, hint: str) -> None:
+        """Report a failure that is not a QTSError (a bug, Ctrl-C) in the same two shapes."""
+        payload = {
+            "type": kind,
+            "code": None,
+            "message": message,
+            "hint": hint,
+            "retryable": False,
+            "exit_code": exit_code,
+        }
+        self.fail_payload(payload, text=message)
+
+    def fail_payload(self, payload: dict[str, Any], *, text: str) -> None:
+        self.error(f"qts: {text}")
+        if payload.get("hint"):
+            self.error(f"     {payload['hint']}")
+        if self.as_json:
+            text = json.dumps({"error": payload}, ensure_ascii=False)
+            print(scrub(text), file=self.stdout, flush=True)

@@ -14,6 +14,7 @@ from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache, TokenSource
 from runtime.broker.base import AccessToken
 from runtime.clock import FakeClock
+from runtime.deadline import Deadline
 from runtime.errors import (
     BrokerUnavailableError,
     CredentialsRejectedError,
@@ -149,7 +150,7 @@ def test_a_wait_that_does_not_fit_the_deadline_raises_without_waiting(
     before = clock.monotonic()
 
     with pytest.raises(IssuanceRateLimitedError):
-        cache.get(timeout_s=20)
+        cache.get(deadline=Deadline.after(clock, 20))
 
     assert clock.monotonic() == before
     assert broker.issue_calls == 1
@@ -248,13 +249,13 @@ def test_a_wait_allowance_extends_the_deadline_for_the_wait_only(
     seen: list[float | None] = []
     original = broker.issue_token
 
-    def issue(*, timeout_s: float | None = None) -> AccessToken:
-        seen.append(timeout_s)
-        return original(timeout_s=timeout_s)
+    def issue(*, deadline: Deadline) -> AccessToken:
+        seen.append(deadline.remaining())
+        return original(deadline=deadline)
 
     broker.issue_token = issue  # type: ignore[method-assign]
 
-    cache.get(timeout_s=20, budget_wait_s=65)
+    cache.get(deadline=Deadline.after(clock, 20), budget_wait_s=65)
 
     assert broker.issue_calls == 2
     assert seen == [pytest.approx(20)]  # tokenP itself still gets the call deadline, not 20 + 65

@@ -19,6 +19,7 @@ from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken
 from runtime.clock import FakeClock
+from runtime.deadline import Deadline
 from runtime.errors import IssuanceRateLimitedError, QTSError
 from tests.support.fakes import FakeBroker
 
@@ -40,10 +41,10 @@ class KISTimedBroker(FakeBroker):
         self.sent_at: list[float] = []
         self.step_on_error_s: float | None = None
 
-    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+    def issue_token(self, *, deadline: Deadline) -> AccessToken:
         self.sent_at.append(self.kis_clock.monotonic())
         try:
-            return super().issue_token(timeout_s=timeout_s)
+            return super().issue_token(deadline=deadline)
         except QTSError:
             if self.step_on_error_s is not None:
                 step_wall(self.kis_clock, self.step_on_error_s)
@@ -64,12 +65,12 @@ def build_cache(broker: FakeBroker, store: FileTokenStore, clock: FakeClock) -> 
     """As bootstrap.build_runtime: the interval applies because the store is shared."""
     assert store.shared
     budget = IssuanceBudget(clock, wait=True, min_interval=ISSUE_INTERVAL)
-    return TokenCache(broker, store, clock, margin=MARGIN, lock_timeout_s=DEADLINE_S, budget=budget)
+    return TokenCache(broker, store, clock, margin=MARGIN, budget=budget)
 
 
-def qts_token(cache: TokenCache) -> AccessToken:
+def qts_token(cache: TokenCache, clock: FakeClock) -> AccessToken:
     """What ``qts token`` asks: the call deadline plus up to MAX_WAIT for the budget."""
-    return cache.get(timeout_s=DEADLINE_S, budget_wait_s=BUDGET_WAIT_S)
+    return cache.get(deadline=Deadline.after(clock, DEADLINE_S), budget_wait_s=BUDGET_WAIT_S)
 
 
 @pytest.fixture
@@ -97,7 +98,7 @@ def ask_again_until_sent(
         if len(broker.sent_at) >= tokenp:
             break
         try:
-            qts_token(cache)
+            qts_token(cache, broker.kis_clock)
         except IssuanceRateLimitedError:
             continue
     started = broker.sent_at[0]
@@ -116,7 +117,7 @@ def ask_again_until_sent(
 def test_a_backward_wall_step_after_an_issuance_blocks_the_next_needed_tokenp_for_one_interval_at_most(
     cache: TokenCache, broker: KISTimedBroker, clock: FakeClock, step_s: float
 ) -> None:
-    first = qts_token(cache)
+    first = qts_token(cache, broker.kis_clock)
     step_wall(clock, step_s)
     cache.invalidate(first)  # KIS rejected it: a new token is needed now
 
@@ -134,7 +135,7 @@ def test_a_backward_wall_step_after_an_issuance_blocks_the_next_needed_tokenp_fo
 def test_a_forward_wall_step_after_an_issuance_does_not_let_a_second_tokenp_out_within_a_minute(
     cache: TokenCache, broker: KISTimedBroker, clock: FakeClock, step_s: float
 ) -> None:
-    first = qts_token(cache)
+    first = qts_token(cache, broker.kis_clock)
     step_wall(clock, step_s)
     cache.invalidate(first)
 
@@ -174,7 +175,7 @@ def test_after_egw00133_met_by_a_call_and_a_wall_step_the_next_tokenp_waits_kis_
     broker.issue_errors.append(egw00133())
     broker.step_on_error_s = step_s
     with pytest.raises(IssuanceRateLimitedError):
-        cache.get(timeout_s=DEADLINE_S)
+        cache.get(deadline=Deadline.after(broker.kis_clock, DEADLINE_S))
 
     gap = ask_again_until_sent(cache, broker)
 

@@ -9,13 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.auth.pacing import DEFAULT_MAX_RPS, Pacer
+from runtime.auth.pacing import Pacer
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, Mode
 from runtime.clock import FakeClock
+from runtime.deadline import Deadline
 from runtime.errors import CallRateLimitedError
+from runtime.settings import DEFAULT_MAX_RPS
 from tests.support.fakes import FakeBroker
 from tests.support.kis import PRICE_PATH
 
@@ -31,7 +33,7 @@ def test_no_one_second_window_ever_holds_more_starts_than_the_limit(rate: float,
     starts: list[float] = []
     for gap in gaps:
         clock.advance(gap)
-        pacer.acquire(budget_s=3600)
+        pacer.acquire(Deadline.after(clock, 3600))
         starts.append(clock.monotonic())
     window = 1.0 if rate >= 1 else 1.0 / rate
     allowed = max(1, int(rate))
@@ -43,7 +45,7 @@ def test_no_one_second_window_ever_holds_more_starts_than_the_limit(rate: float,
 def test_a_burst_is_spread_instead_of_refused() -> None:
     clock = FakeClock()
     pacer = Pacer(clock, DEFAULT_MAX_RPS[Mode.VTS])
-    waits = [pacer.acquire(budget_s=60) for _ in range(6)]
+    waits = [pacer.acquire(Deadline.after(clock, 60)) for _ in range(6)]
     assert waits[:2] == [0.0, 0.0]
     assert all(w > 0.9 for w in waits[2::2])
     assert clock.monotonic() - 1000 == pytest.approx(2 * 1.05, abs=0.01)
@@ -52,9 +54,9 @@ def test_a_burst_is_spread_instead_of_refused() -> None:
 def test_a_wait_longer_than_the_budget_is_a_typed_error_at_once() -> None:
     clock = FakeClock()
     pacer = Pacer(clock, 1.0)
-    pacer.acquire(budget_s=10)
+    pacer.acquire(Deadline.after(clock, 10))
     with pytest.raises(CallRateLimitedError) as info:
-        pacer.acquire(budget_s=0.1)
+        pacer.acquire(Deadline.after(clock, 0.1))
     assert info.value.retry_after > timedelta(seconds=0.1)
     assert clock.monotonic() == 1000.0  # nothing was slept
 
@@ -67,9 +69,7 @@ class RateLimitedBroker(FakeBroker):
         self.limited = limited
         self.send_times: list[float] = []
 
-    def send(
-        self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
-    ) -> BrokerResponse:
+    def send(self, request: BrokerRequest, token: AccessToken, *, deadline: Deadline) -> BrokerResponse:
         self.send_times.append(self._clock.monotonic())
         if self.limited > 0:
             self.limited -= 1
@@ -77,7 +77,7 @@ class RateLimitedBroker(FakeBroker):
             raise CallRateLimitedError(
                 "초당 거래건수를 초과하였습니다.", retry_after=timedelta(seconds=1), code="EGW00201"
             )
-        return super().send(request, token, timeout_s=timeout_s)
+        return super().send(request, token, deadline=deadline)
 
 
 def _runtime(clock: FakeClock, broker: FakeBroker) -> KISRuntime:

@@ -18,6 +18,7 @@ from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache, TokenSource
 from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse
 from runtime.clock import FakeClock
+from runtime.deadline import Deadline
 from runtime.errors import (
     BrokerUnavailableError,
     CredentialsRejectedError,
@@ -61,9 +62,7 @@ def sent_tokens(broker: FakeBroker) -> list[AccessToken]:
 class StuckTokenBroker(FakeBroker):
     """KIS inside its 6-hour window: tokenP hands back the very token every call rejects."""
 
-    def send(
-        self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
-    ) -> BrokerResponse:
+    def send(self, request: BrokerRequest, token: AccessToken, *, deadline: Deadline) -> BrokerResponse:
         self.sent.append((request, token))
         raise TokenRejectedError("유효하지 않은 token 입니다.", code="EGW00121")
 
@@ -76,11 +75,9 @@ class ClockEatingBroker(FakeBroker):
         self._fake_clock = clock
         self._send_takes_s = send_takes_s
 
-    def send(
-        self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
-    ) -> BrokerResponse:
+    def send(self, request: BrokerRequest, token: AccessToken, *, deadline: Deadline) -> BrokerResponse:
         self._fake_clock.advance(self._send_takes_s)
-        return super().send(request, token, timeout_s=timeout_s)
+        return super().send(request, token, deadline=deadline)
 
 
 # --- the token goes into every call ----------------------------------------------------------

@@ -25,6 +25,7 @@ from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken
 from runtime.clock import FakeClock
+from runtime.deadline import Deadline
 from tests.support.fakes import FakeBroker
 from tests.support.kis import PRICE_PATH
 
@@ -49,9 +50,9 @@ class ReuseRecordingBroker(FakeBroker):
         super().__init__(clock, lifetime=lifetime, reuse_window=reuse_window)
         self.handed_back: list[str] = []
 
-    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+    def issue_token(self, *, deadline: Deadline) -> AccessToken:
         known = {token.value for token in self.issued}
-        token = super().issue_token(timeout_s=timeout_s)
+        token = super().issue_token(deadline=deadline)
         if token.value in known:
             self.handed_back.append(token.value)
         return token

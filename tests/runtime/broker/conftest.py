@@ -18,10 +18,9 @@ import pytest
 import urllib3
 from pytest_httpserver import HTTPServer
 
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import ClockPort, FakeClock
-from runtime.settings import AppCredentials
 from tests.support import servers
 from tests.support.kis import MakeAdapter, credentials
 from tests.support.servers import LOOPBACK, CaptureServer, ResetMidBodyServer, SilentServer
@@ -57,7 +56,6 @@ def make_adapter(pool: urllib3.PoolManager, clock: FakeClock) -> MakeAdapter:
         *,
         creds: AppCredentials | None = None,
         clock: ClockPort | None = clock,
-        timeout_s: float = 3.0,
     ) -> KISBrokerAdapter:
         return KISBrokerAdapter(
             mode,
@@ -65,7 +63,6 @@ def make_adapter(pool: urllib3.PoolManager, clock: FakeClock) -> MakeAdapter:
             pool,
             base_url=base_url,
             clock=clock,
-            timeout_s=timeout_s,
         )
 
     return build

@@ -8,9 +8,8 @@ from zoneinfo import ZoneInfo
 import attrs
 import pytest
 
-from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
+from runtime.broker.base import AccessToken, AppCredentials, BrokerRequest, BrokerResponse, BrokerScope, Mode
 from runtime.masking import fingerprint
-from runtime.settings import AppCredentials
 
 SCOPE = BrokerScope(Mode.VTS, "0123456789ab")
 ISSUED = datetime(2026, 1, 5, 9, 0, tzinfo=ZoneInfo("Asia/Seoul"))

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from runtime.broker.base import Mode
+from runtime.broker.base import AppCredentials, Mode
 from runtime.broker.kis.auth import REVOKE_PATH, TOKEN_PATH
 from runtime.clock import FakeClock
 from runtime.errors import (
@@ -32,7 +32,6 @@ from runtime.errors import (
     TokenRejectedError,
     WrongModeError,
 )
-from runtime.settings import AppCredentials
 from tests.support.kis import (
     NOW,
     REAL_KEY,
@@ -43,6 +42,7 @@ from tests.support.kis import (
     own_token,
     recorded,
     token_reply,
+    within,
 )
 from tests.support.secrets import assert_no_secrets, reachable_text
 from tests.support.servers import CaptureServer, ResetMidBodyServer, SilentServer
@@ -62,7 +62,7 @@ def _issue_fails(
     """Issue, expect ``expected``, and check that no secret nor any served token shows in it."""
     adapter = make_adapter(kis_url)
     with pytest.raises(expected) as caught:
-        adapter.issue_token()
+        adapter.issue_token(deadline=within())
     assert_no_secrets(caught.value, *(t for t in tokens if isinstance(t, str) and len(t) > 8))
     return caught.value
 
@@ -74,7 +74,7 @@ def test_token_request_is_a_json_post_of_grant_type_appkey_and_appsecret_only(
     capture: CaptureServer, make_adapter: MakeAdapter
 ) -> None:
     capture.reply(200, token_reply(VTS_KEY, NOW))
-    make_adapter(capture.url).issue_token()
+    make_adapter(capture.url).issue_token(deadline=within())
 
     [request] = capture.requests
     assert request.method == "POST"
@@ -91,7 +91,7 @@ def test_token_request_carries_no_authorization_appkey_or_appsecret_header(
     capture: CaptureServer, make_adapter: MakeAdapter
 ) -> None:
     capture.reply(200, token_reply(VTS_KEY, NOW))
-    make_adapter(capture.url).issue_token()
+    make_adapter(capture.url).issue_token(deadline=within())
 
     [request] = capture.requests
     assert not {"authorization", "appkey", "appsecret", "tr_id"} & request.header_names()
@@ -108,7 +108,7 @@ def test_issued_token_expires_at_the_kst_expiry_string_made_aware(
     reply["access_token_token_expired"] = "2026-01-05 09:00:00"  # KST
     _serve_token(httpserver, reply)
 
-    token = make_adapter(kis_url).issue_token()
+    token = make_adapter(kis_url).issue_token(deadline=within())
 
     assert token.expires_at == datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
     assert token.expires_at.utcoffset() == timedelta(0)
@@ -121,7 +121,7 @@ def test_issued_token_is_stamped_with_clock_now_the_adapter_scope_and_bearer(
     _serve_token(httpserver, reply)
     adapter = make_adapter(kis_url)
 
-    token = adapter.issue_token()
+    token = adapter.issue_token(deadline=within())
 
     assert token.value == reply["access_token"]
     assert token.issued_at == clock.now()
@@ -158,7 +158,7 @@ def test_expiry_comes_from_the_expiry_string_else_from_expires_in(
     reply["expires_in"] = expires_in
     _serve_token(httpserver, reply)
 
-    token = make_adapter(kis_url).issue_token()
+    token = make_adapter(kis_url).issue_token(deadline=within())
 
     assert token.expires_at == clock.now() + lifetime
 
@@ -170,7 +170,7 @@ def test_recorded_token_success_parses_when_the_clock_is_before_its_expiry(
     body = recorded("token_success")
     _serve_token(httpserver, body)
 
-    token = make_adapter(kis_url).issue_token()
+    token = make_adapter(kis_url).issue_token(deadline=within())
 
     assert token.value == body["access_token"]
     assert token.expires_at == datetime(2023, 12, 21, 23, 16, 59, tzinfo=UTC)  # 08:16:59 KST
@@ -205,7 +205,7 @@ def test_token_is_accepted_when_its_jti_is_our_app_key_or_it_is_not_a_jwt(
     value = make_value(clock.now())
     _serve_token(httpserver, token_reply(VTS_KEY, clock.now(), value=value))
 
-    assert make_adapter(kis_url).issue_token().value == value
+    assert make_adapter(kis_url).issue_token(deadline=within()).value == value
 
 
 # --- statelessness ---------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_adapter_holds_no_token_after_issuing(
     adapter = make_adapter(kis_url)
     before = set(vars(adapter))
 
-    token = adapter.issue_token()
+    token = adapter.issue_token(deadline=within())
 
     assert set(vars(adapter)) == before
     reachable = list(reachable_text(adapter))
@@ -331,11 +331,11 @@ def test_connection_refused_is_unavailable_and_the_request_was_never_sent(
 def test_server_that_never_answers_is_unavailable_within_the_timeout(
     silent_server: SilentServer, make_adapter: MakeAdapter
 ) -> None:
-    adapter = make_adapter(silent_server.url, timeout_s=1.0)
+    adapter = make_adapter(silent_server.url)
     started = time.monotonic()
 
     with pytest.raises(BrokerUnavailableError) as caught:
-        adapter.issue_token()
+        adapter.issue_token(deadline=within(1.0))
 
     assert time.monotonic() - started <= 1.0 + 1.0
     assert_no_secrets(caught.value)
@@ -468,7 +468,7 @@ def test_revoke_request_is_a_json_post_of_appkey_appsecret_and_token(
     token = own_token()
     capture.reply(200, recorded("revoke_success"))
 
-    make_adapter(capture.url).revoke_token(token)
+    make_adapter(capture.url).revoke_token(token, deadline=within())
 
     [request] = capture.requests
     assert (request.method, request.path) == ("POST", REVOKE_PATH)
@@ -483,7 +483,7 @@ def test_revoke_success_code_200_is_accepted_as_int_or_string(
 ) -> None:
     _serve_revoke(httpserver, {**recorded("revoke_success"), "code": code})
 
-    make_adapter(kis_url).revoke_token(own_token())
+    make_adapter(kis_url).revoke_token(own_token(), deadline=within())
 
     assert len(httpserver.log) == 1
 
@@ -494,7 +494,7 @@ def test_revoke_of_an_already_invalid_token_egw00121_counts_as_revoked(
 ) -> None:
     _serve_revoke(httpserver, recorded("call_egw00121"), status=status)
 
-    make_adapter(kis_url).revoke_token(own_token())
+    make_adapter(kis_url).revoke_token(own_token(), deadline=within())
 
 
 def test_revoke_with_rejected_app_key_egw00103_raises_credentials_rejected(
@@ -504,7 +504,7 @@ def test_revoke_with_rejected_app_key_egw00103_raises_credentials_rejected(
     _serve_revoke(httpserver, recorded("token_egw00103"), status=403)
 
     with pytest.raises(CredentialsRejectedError) as caught:
-        make_adapter(kis_url).revoke_token(token)
+        make_adapter(kis_url).revoke_token(token, deadline=within())
 
     assert caught.value.code == "EGW00103"
     assert_no_secrets(caught.value, token.value)
@@ -516,7 +516,7 @@ def test_revoke_of_a_token_from_another_scope_sends_nothing(
     token = own_token(Mode.REAL)
 
     with pytest.raises(ScopeMismatchError) as caught:
-        make_adapter(kis_url).revoke_token(token)
+        make_adapter(kis_url).revoke_token(token, deadline=within())
 
     assert httpserver.log == []
     assert_no_secrets(caught.value, token.value)
@@ -529,7 +529,7 @@ def test_adapter_holds_no_token_after_revoking(
     _serve_revoke(httpserver, recorded("revoke_success"))
     adapter = make_adapter(kis_url)
 
-    adapter.revoke_token(token)
+    adapter.revoke_token(token, deadline=within())
 
     assert not [text for text in reachable_text(adapter) if token.value in text]
 
@@ -578,7 +578,7 @@ def test_app_secret_echo_cut_short_by_the_message_cap_does_not_leak_in_part(
     )
 
     with pytest.raises(CredentialsRejectedError) as caught:
-        make_adapter(kis_url, creds=creds).issue_token()
+        make_adapter(kis_url, creds=creds).issue_token(deadline=within())
 
     text = f"{caught.value} {caught.value!r}"
     leaked = [i for i in range(len(secret) - 24) if secret[i : i + 24] in text]
@@ -590,7 +590,7 @@ def test_repr_of_adapter_and_access_token_shows_no_key_secret_or_token(
 ) -> None:
     _serve_token(httpserver, token_reply(VTS_KEY, clock.now()))
     adapter = make_adapter(kis_url)
-    token = adapter.issue_token()
+    token = adapter.issue_token(deadline=within())
 
     for text in (repr(adapter), str(adapter), repr(token), str(token)):
         for secret in (VTS_KEY, VTS_SECRET, token.value):
@@ -607,7 +607,7 @@ def test_issued_token_reply_is_logged_masked_only(
     _serve_token(httpserver, token_reply(VTS_KEY, clock.now()))
     caplog.set_level("DEBUG")
 
-    token = make_adapter(kis_url).issue_token()
+    token = make_adapter(kis_url).issue_token(deadline=within())
 
     assert token.value not in caplog.text
     assert VTS_SECRET not in caplog.text

@@ -18,6 +18,7 @@ from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache, TokenSource
 from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.clock import FakeClock
+from runtime.deadline import Deadline
 from runtime.errors import (
     BrokerUnavailableError,
     CredentialsRejectedError,
@@ -29,6 +30,7 @@ from runtime.errors import (
     TokenStoreError,
 )
 from tests.support.fakes import FakeBroker
+from tests.support.kis import within
 
 MARGIN = timedelta(minutes=10)
 LIFETIME = timedelta(hours=24)
@@ -57,9 +59,9 @@ class SignallingBroker(FakeBroker):
         super().__init__(clock, issue_delay_s=issue_delay_s)
         self.issuing = threading.Event()
 
-    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+    def issue_token(self, *, deadline: Deadline) -> AccessToken:
         self.issuing.set()
-        return super().issue_token(timeout_s=timeout_s)
+        return super().issue_token(deadline=deadline)
 
 
 class WrongScopeStore(InMemoryTokenStore):
@@ -233,7 +235,7 @@ def test_a_token_stored_for_another_app_key_is_never_returned(
 
 
 def test_a_store_that_answers_with_another_scope_is_ignored(clock: FakeClock) -> None:
-    foreign = FakeBroker(clock, mode=Mode.REAL).issue_token()
+    foreign = FakeBroker(clock, mode=Mode.REAL).issue_token(deadline=within())
     broker = FakeBroker(clock, mode=Mode.VTS)
     cache = TokenCache(broker, WrongScopeStore(foreign), clock)
 
@@ -247,7 +249,7 @@ def test_a_store_that_answers_with_another_scope_is_ignored(clock: FakeClock) ->
 
 def test_in_memory_store_refuses_a_token_of_another_scope(clock: FakeClock) -> None:
     store = InMemoryTokenStore()
-    real_token = FakeBroker(clock, mode=Mode.REAL).issue_token()
+    real_token = FakeBroker(clock, mode=Mode.REAL).issue_token(deadline=within())
     vts_scope = FakeBroker(clock, mode=Mode.VTS).scope
 
     with pytest.raises(ScopeMismatchError):
@@ -316,7 +318,7 @@ def test_waiting_for_another_threads_issuance_is_bounded_by_timeout(
 
     started = time.monotonic()
     with pytest.raises(BrokerUnavailableError, match="waiting"):
-        cache.get(timeout_s=0.1)
+        cache.get(deadline=Deadline.after(clock, 0.1))
     waited = time.monotonic() - started
     slow.join(timeout=5)
 
@@ -470,7 +472,7 @@ def test_invalidate_leaves_a_different_newer_token_in_the_store_alone(
     cache: TokenCache, broker: FakeBroker, store: InMemoryTokenStore
 ) -> None:
     old = cache.get()
-    newer = broker.issue_token()  # another process refreshed and saved its token
+    newer = broker.issue_token(deadline=within())  # another process refreshed and saved its token
     store.save(broker.scope, newer)
 
     cache.invalidate(old)

@@ -17,7 +17,14 @@ from typing import Any
 import urllib3
 
 from runtime import scrub
-from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
+from runtime.broker.base import (
+    AccessToken,
+    AppCredentials,
+    BrokerRequest,
+    BrokerResponse,
+    BrokerScope,
+    Mode,
+)
 from runtime.broker.kis import auth
 from runtime.broker.kis.transport import HttpReply, exchange
 from runtime.clock import ClockPort, SystemClock
@@ -29,7 +36,6 @@ from runtime.errors import (
     QTSError,
     ScopeMismatchError,
 )
-from runtime.settings import AppCredentials
 
 __all__ = ["KISBrokerAdapter", "tr_id_for_mode"]
 
@@ -58,14 +64,12 @@ class KISBrokerAdapter:
         *,
         base_url: str | None = None,
         clock: ClockPort | None = None,
-        timeout_s: float = 20.0,
     ) -> None:
         self._mode = mode
         self._credentials = credentials
         self._http = http
         self._base_url = (base_url or mode.official_base_url).rstrip("/")
         self._clock: ClockPort = clock or SystemClock()
-        self._timeout_s = timeout_s
         self._scope = BrokerScope(mode, credentials.fingerprint)
         # KIS's rejection of these credentials (EGW00102/103/104/105/112/115, EGW02004), kept for
         # the adapter's life: asking again cannot succeed, and a loop of calls must not send a
@@ -106,14 +110,14 @@ class KISBrokerAdapter:
     def __repr__(self) -> str:
         return f"KISBrokerAdapter(scope={self._scope}, base_url={self._base_url!r})"
 
-    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+    def issue_token(self, *, deadline: Deadline) -> AccessToken:
         with _scrubbed_errors(), self._remembering_rejection():
-            return self._issue_token(timeout_s)
+            return self._issue_token(deadline)
 
-    def _issue_token(self, timeout_s: float | None) -> AccessToken:
+    def _issue_token(self, deadline: Deadline) -> AccessToken:
         body = auth.token_body(self._credentials.app_key, self._credentials.app_secret)
         reply = self._exchange(
-            "POST", auth.TOKEN_PATH, self._auth_headers, timeout_s, body=body, idempotent=False
+            "POST", auth.TOKEN_PATH, self._auth_headers, deadline, body=body, idempotent=False
         )
         token = auth.parse_token_reply(
             reply,
@@ -126,27 +130,25 @@ class KISBrokerAdapter:
         _log.debug("tokenP answered for %s: %s", self._scope, token.masked)
         return token
 
-    def revoke_token(self, token: AccessToken, *, timeout_s: float | None = None) -> None:
+    def revoke_token(self, token: AccessToken, *, deadline: Deadline) -> None:
         with _scrubbed_errors():
-            self._revoke_token(token, timeout_s)
+            self._revoke_token(token, deadline)
 
-    def _revoke_token(self, token: AccessToken, timeout_s: float | None) -> None:
+    def _revoke_token(self, token: AccessToken, deadline: Deadline) -> None:
         scrub.register(token.value)
         self._check_scope(token)
         body = auth.revoke_body(self._credentials.app_key, self._credentials.app_secret, token.value)
         reply = self._exchange(
-            "POST", auth.REVOKE_PATH, self._auth_headers, timeout_s, body=body, idempotent=False
+            "POST", auth.REVOKE_PATH, self._auth_headers, deadline, body=body, idempotent=False
         )
         auth.parse_revoke_reply(reply, lambda text: self._scrub(text, token.value))
         _log.debug("revokeP accepted %s", token.masked)
 
-    def send(
-        self, request: BrokerRequest, token: AccessToken, *, timeout_s: float | None = None
-    ) -> BrokerResponse:
+    def send(self, request: BrokerRequest, token: AccessToken, *, deadline: Deadline) -> BrokerResponse:
         with _scrubbed_errors():
-            return self._send(request, token, timeout_s)
+            return self._send(request, token, deadline)
 
-    def _send(self, request: BrokerRequest, token: AccessToken, timeout_s: float | None) -> BrokerResponse:
+    def _send(self, request: BrokerRequest, token: AccessToken, deadline: Deadline) -> BrokerResponse:
         scrub.register(token.value)
         if token.scope is not self._scope:  # tokens this adapter issued share its scope object
             self._check_scope(token)
@@ -163,7 +165,7 @@ class KISBrokerAdapter:
             request.method,
             request.path,
             headers,
-            timeout_s,
+            deadline,
             body=body,
             query=request.params if request.method == "GET" else None,
             idempotent=request.method == "GET",
@@ -184,18 +186,16 @@ class KISBrokerAdapter:
         method: str,
         path: str,
         headers: Mapping[str, str],
-        timeout_s: float | None,
+        deadline: Deadline,
         *,
         body: bytes | None = None,
         query: Mapping[str, Any] | None = None,
         idempotent: bool,
     ) -> HttpReply:
-        budget = self._timeout_s if timeout_s is None else max(timeout_s, 0.0)
-        deadline = Deadline.after(self._clock, budget)
         url = self._base_url + path
         for attempt in range(_MAX_ATTEMPTS):
             if deadline.expired:
-                raise BrokerUnavailableError(f"no answer from KIS within the {budget:g} s deadline")
+                raise BrokerUnavailableError(f"no answer from KIS within the {deadline.total_s:g} s deadline")
             try:
                 reply = exchange(
                     self._http, method, url, headers=headers, deadline=deadline, body=body, query=query
@@ -212,19 +212,18 @@ class KISBrokerAdapter:
             if deadline.remaining() <= pause:
                 break
             self._clock.sleep(pause)
-        raise BrokerUnavailableError(f"KIS stayed unavailable for {budget:g} s")
+        raise BrokerUnavailableError(f"KIS stayed unavailable for {deadline.total_s:g} s")
 
     @contextlib.contextmanager
     def _remembering_rejection(self) -> Iterator[None]:
         """tokenP: raise KIS's earlier rejection of these credentials at once; remember a new one."""
         known = self._rejected
         if known is not None:
-            again = type(known)(
+            raise type(known)(
                 f"{known.message} (KIS rejected these credentials earlier in this process; "
                 "nothing was sent: fix them and start again)",
                 code=known.code,
             )
-            raise again
         try:
             yield
         except CredentialsRejectedError as exc:
@@ -247,9 +246,6 @@ def _scrubbed_errors() -> Iterator[None]:
     """Every exception leaving the adapter: text and chain scrubbed, foreign links cut off."""
     try:
         yield
-    except QTSError as exc:
-        scrub.scrub_exception(exc, ours=QTSError)
-        raise
-    except Exception as exc:  # a bug: still no secret in its text
+    except Exception as exc:  # QTSError, or a bug: either way no secret in its text or chain
         scrub.scrub_exception(exc, ours=QTSError)
         raise

@@ -20,6 +20,7 @@ from pytest_httpserver import HTTPServer
 from runtime.broker.base import BrokerRequest, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import FakeClock, SystemClock
+from runtime.deadline import Deadline
 from runtime.errors import (
     BrokerCallError,
     BrokerUnavailableError,
@@ -46,6 +47,7 @@ from tests.support.kis import (
     MakeAdapter,
     own_token,
     recorded,
+    within,
 )
 from tests.support.secrets import assert_no_secrets, reachable_text
 from tests.support.servers import CaptureServer, ResetMidBodyServer, SilentServer
@@ -74,11 +76,14 @@ def _serve(
 
 
 def _send_fails(
-    adapter: KISBrokerAdapter, expected: type[QTSError], request: BrokerRequest | None = None
+    adapter: KISBrokerAdapter,
+    expected: type[QTSError],
+    request: BrokerRequest | None = None,
+    deadline: Deadline | None = None,
 ) -> QTSError:
     token = own_token(adapter.mode)
     with pytest.raises(expected) as caught:
-        adapter.send(request or _price(), token)
+        adapter.send(request or _price(), token, deadline=deadline or within())
     assert_no_secrets(caught.value, token.value)
     return caught.value
 
@@ -122,7 +127,7 @@ def test_tr_id_received_by_the_server_is_mapped_for_vts_and_kept_for_real(
 ) -> None:
     adapter = make_adapter(capture.url, mode)
 
-    adapter.send(BrokerRequest("GET", BALANCE_PATH, tr_id), own_token(mode))
+    adapter.send(BrokerRequest("GET", BALANCE_PATH, tr_id), own_token(mode), deadline=within())
 
     [request] = capture.requests
     assert request.header("tr_id") == sent
@@ -139,7 +144,7 @@ def test_call_sends_bearer_token_app_key_secret_tr_id_and_custtype_p(
 ) -> None:
     token = own_token(mode)
 
-    make_adapter(capture.url, mode).send(_price(), token)
+    make_adapter(capture.url, mode).send(_price(), token, deadline=within())
 
     [request] = capture.requests
     assert request.method == "GET"
@@ -156,14 +161,14 @@ def test_call_sends_bearer_token_app_key_secret_tr_id_and_custtype_p(
 def test_call_sends_tr_cont_empty_for_the_first_page_and_n_for_the_next(
     capture: CaptureServer, make_adapter: MakeAdapter, tr_cont: str
 ) -> None:
-    make_adapter(capture.url).send(_price(tr_cont), own_token())
+    make_adapter(capture.url).send(_price(tr_cont), own_token(), deadline=within())
 
     [request] = capture.requests
     assert request.header("tr_cont") == tr_cont
 
 
 def test_get_call_passes_its_query_parameters(capture: CaptureServer, make_adapter: MakeAdapter) -> None:
-    make_adapter(capture.url).send(_price(), own_token())
+    make_adapter(capture.url).send(_price(), own_token(), deadline=within())
 
     [request] = capture.requests
     assert {name: values for name, values in request.query.items()} == {
@@ -176,7 +181,9 @@ def test_get_call_passes_its_query_parameters(capture: CaptureServer, make_adapt
 def test_post_call_sends_its_body_as_json(capture: CaptureServer, make_adapter: MakeAdapter) -> None:
     body = {"CANO": "50012345", "ACNT_PRDT_CD": "01"}
 
-    make_adapter(capture.url).send(BrokerRequest("POST", BALANCE_PATH, "TTTC8434R", body=body), own_token())
+    make_adapter(capture.url).send(
+        BrokerRequest("POST", BALANCE_PATH, "TTTC8434R", body=body), own_token(), deadline=within()
+    )
 
     [request] = capture.requests
     assert request.method == "POST"
@@ -193,7 +200,7 @@ def test_response_carries_the_body_and_the_tr_id_tr_cont_gt_uid_headers(
     body = recorded("inquire_price_success")
     capture.reply(200, body, {"tr_id": "FHKST01010100", "tr_cont": "D", "gt_uid": "G123456789"})
 
-    answer = make_adapter(capture.url).send(_price(), own_token())
+    answer = make_adapter(capture.url).send(_price(), own_token(), deadline=within())
 
     assert answer.status == 200
     assert dict(answer.body) == body
@@ -208,7 +215,7 @@ def test_has_next_page_follows_the_tr_cont_response_header(
 ) -> None:
     capture.reply(200, recorded("inquire_price_success"), {"tr_cont": tr_cont})
 
-    assert make_adapter(capture.url).send(_price(), own_token()).has_next_page is more
+    assert make_adapter(capture.url).send(_price(), own_token(), deadline=within()).has_next_page is more
 
 
 def test_token_of_another_scope_is_refused_before_any_request(
@@ -217,7 +224,7 @@ def test_token_of_another_scope_is_refused_before_any_request(
     real_token = own_token(Mode.REAL)
 
     with pytest.raises(ScopeMismatchError) as caught:
-        make_adapter(capture.url, Mode.VTS).send(_price(), real_token)
+        make_adapter(capture.url, Mode.VTS).send(_price(), real_token, deadline=within())
 
     assert capture.requests == []
     assert_no_secrets(caught.value, real_token.value)
@@ -238,7 +245,7 @@ def test_adapter_holds_no_token_after_a_call(capture: CaptureServer, make_adapte
     adapter = make_adapter(capture.url)
     token = own_token()
 
-    adapter.send(_price(), token)
+    adapter.send(_price(), token, deadline=within())
 
     assert token.value not in repr(vars(adapter))
     assert not [text for text in reachable_text(adapter) if token.value in text]
@@ -404,7 +411,7 @@ def test_get_answered_502_twice_then_200_is_retried_and_succeeds(
         )
     _serve(httpserver, recorded("inquire_price_success"))
 
-    answer = make_adapter(kis_url).send(_price(), own_token())
+    answer = make_adapter(kis_url).send(_price(), own_token(), deadline=within())
 
     assert answer.body["rt_cd"] == "0"
     assert [response.status_code for _request, response in httpserver.log] == [502, 502, 200]
@@ -454,23 +461,23 @@ def test_get_to_a_server_that_never_answers_is_unavailable_within_the_timeout(
     silent_server: SilentServer, make_adapter: MakeAdapter
 ) -> None:
     # The real clock: the deadline that bounds the retries must see real time pass.
-    adapter = make_adapter(silent_server.url, clock=SystemClock(), timeout_s=1.0)
+    adapter = make_adapter(silent_server.url, clock=SystemClock())
     started = time.monotonic()
 
-    _send_fails(adapter, BrokerUnavailableError)
+    _send_fails(adapter, BrokerUnavailableError, deadline=within(1.0, SystemClock()))
 
     assert time.monotonic() - started <= 1.0 + 1.0
 
 
-def test_call_timeout_argument_overrides_the_adapter_default(
+def test_the_calls_deadline_bounds_the_adapter_not_a_default_of_its_own(
     silent_server: SilentServer, make_adapter: MakeAdapter
 ) -> None:
-    adapter = make_adapter(silent_server.url, clock=SystemClock(), timeout_s=30.0)
+    adapter = make_adapter(silent_server.url, clock=SystemClock())
     token = own_token()
     started = time.monotonic()
 
     with pytest.raises(BrokerUnavailableError):
-        adapter.send(_price(), token, timeout_s=0.5)
+        adapter.send(_price(), token, deadline=within(0.5, SystemClock()))
 
     assert time.monotonic() - started <= 0.5 + 1.0
 
@@ -517,7 +524,7 @@ def test_msg1_echoing_the_access_token_does_not_leak_it(
     )
 
     with pytest.raises(TokenRejectedError) as caught:
-        make_adapter(kis_url).send(_price(), token)
+        make_adapter(kis_url).send(_price(), token, deadline=within())
 
     assert_no_secrets(caught.value, token.value)
 
@@ -534,7 +541,7 @@ def test_every_call_error_message_is_free_of_key_secret_and_token(
             json.dumps(_call_error(code)), status=500, content_type="application/json"
         )
         with pytest.raises(QTSError) as caught:
-            adapter.send(_price(), token)
+            adapter.send(_price(), token, deadline=within())
         assert caught.value.code == code
         assert_no_secrets(caught.value, token.value)
     assert clock.now() == NOW  # no test here needed time to pass
