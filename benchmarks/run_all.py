@@ -27,6 +27,7 @@ SCRIPTS = (
     "tokens_processes.py",
     "startup.py",
     "emulator_headroom.py",
+    "stream.py",
 )
 SCRIPT_TIMEOUT_S = 600
 

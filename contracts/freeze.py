@@ -57,6 +57,7 @@ PHASE = "2"
 #: The modules that hold ports, values and errors: all their public names are frozen.
 INTERFACE_MODULES = (
     "runtime.broker.base",
+    "runtime.broker.realtime",
     "runtime.auth.ports",
     "runtime.clock",
     "runtime.settings",

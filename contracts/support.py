@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.broker.base import AccessToken, BrokerRequest, BrokerResponse, BrokerScope, Mode
+from runtime.broker.base import AccessToken, ApprovalKey, BrokerRequest, BrokerResponse, BrokerScope, Mode
 from runtime.clock import ClockPort
 from runtime.deadline import Deadline
 from runtime.errors import OrderRefusedError, QTSError, ScopeMismatchError, TokenRejectedError
@@ -59,6 +59,8 @@ class FakeBroker:
         self.issue_calls = 0
         self.sent: list[tuple[BrokerRequest, AccessToken]] = []
         self.revoked: list[AccessToken] = []
+        self.approval_errors: deque[QTSError] = deque()
+        self.approvals: list[ApprovalKey] = []
 
     @property
     def scope(self) -> BrokerScope:
@@ -91,6 +93,20 @@ class FakeBroker:
             self._last = token
             self.issued.append(token)
             return token
+
+    def issue_approval_key(self, *, deadline: Deadline) -> ApprovalKey:
+        """A new numbered approval key each call (KIS documents no reuse for Approval)."""
+        deadline.left_or_raise("Approval")
+        with self._lock:
+            if self.approval_errors:
+                raise self.approval_errors.popleft()
+            key = ApprovalKey(
+                value=f"fake-approval-{len(self.approvals) + 1:06d}-{'a' * 20}",
+                scope=self._scope,
+                issued_at=self._clock.now(),
+            )
+            self.approvals.append(key)
+            return key
 
     def revoke_token(self, token: AccessToken, *, deadline: Deadline) -> None:
         self._check(token)

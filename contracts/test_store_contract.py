@@ -11,13 +11,14 @@ import pytest
 from contracts.support import redis_server
 from runtime.auth.ports import (
     IssuanceLedger,
+    LeaseHolder,
     TokenStorePort,
 )
 from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.stores.memory import InMemoryTokenStore
-from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope, Mode
 from runtime.clock import FakeClock
-from runtime.errors import ScopeMismatchError
+from runtime.errors import ScopeMismatchError, StreamSessionHeldError
 from runtime.masking import fingerprint
 
 
@@ -138,3 +139,54 @@ def test_every_store_says_whether_it_is_shared_and_offers_a_per_scope_issuance_l
         with built.issuance_lock(VTS, 1.0), built.issuance_lock(REAL, 1.0):
             built.save(VTS, token(VTS))  # a save inside the lock does not wait for it
         assert built.load(VTS) == token(VTS)
+
+
+# --- the WebSocket approval key and the one-session stream lease ------------------------------
+
+
+def approval(scope: BrokerScope, n: int = 1) -> ApprovalKey:
+    return ApprovalKey(value=f"approval-{scope.mode.value}-{n:04d}-0000-0000", scope=scope, issued_at=T0)
+
+
+def holder(pid: int = 4242) -> LeaseHolder:
+    return LeaseHolder(host="host-a", pid=pid, since=T0)
+
+
+def test_an_approval_key_has_its_own_entry_per_scope_beside_the_token(store: TokenStorePort) -> None:
+    assert store.load_approval(VTS) is None
+    store.save(VTS, token(VTS))
+    store.save_approval(VTS, approval(VTS))
+    assert store.load_approval(VTS) == approval(VTS)
+    assert store.load_approval(REAL) is None
+    assert store.load_approval(VTS_OTHER_KEY) is None
+    assert store.load(VTS) == token(VTS)  # the token is untouched
+    store.save_approval(VTS, approval(VTS, 2))
+    assert store.load_approval(VTS) == approval(VTS, 2)
+    store.delete_approval(VTS)
+    store.delete_approval(VTS)  # idempotent
+    assert store.load_approval(VTS) is None
+    assert store.load(VTS) == token(VTS)
+    assert store.tokens() == [token(VTS)]  # approval keys are not tokens
+
+
+def test_an_approval_key_is_never_filed_under_another_scope(store: TokenStorePort) -> None:
+    with pytest.raises(ScopeMismatchError):
+        store.save_approval(REAL, approval(VTS))
+    assert store.load_approval(REAL) is None
+
+
+def test_the_stream_lease_is_exclusive_per_scope_and_names_its_holder(store: TokenStorePort) -> None:
+    lease = store.acquire_stream_lease(VTS, holder(1))
+    assert lease.holder == holder(1)
+    assert not lease.lost
+    with pytest.raises(StreamSessionHeldError, match=r"held by host-a \(pid 1\)") as refused:
+        store.acquire_stream_lease(VTS, holder(2))
+    assert (refused.value.holder_host, refused.value.holder_pid) == ("host-a", 1)
+    assert refused.value.exit_code == 7
+    other = store.acquire_stream_lease(REAL, holder(3))  # another scope is another session
+    lease.release()
+    lease.release()  # twice is fine
+    again = store.acquire_stream_lease(VTS, holder(2))
+    assert again.holder.pid == 2
+    again.release()
+    other.release()

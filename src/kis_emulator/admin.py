@@ -29,6 +29,10 @@ _HTTP_CONFIG_FIELDS: Final = frozenset(
         "new_token_revokes_previous",
         "cash",
         "page_size",
+        "ws_tick_interval",
+        "ws_ping_interval",
+        "ws_unanswered_pings",
+        "ws_multi_record_every",
     }
 )
 
@@ -115,6 +119,37 @@ def _void_tokens(app: EmulatorApp, request: Request) -> object:
     return {"voided": app.void_tokens()}
 
 
+def _void_approval_keys(app: EmulatorApp, request: Request) -> object:
+    del request
+    return {"voided": app.realtime.void_approval_keys()}
+
+
+def _stream_counters(app: EmulatorApp, request: Request) -> object:
+    del request
+    return app.stream_counters()
+
+
+def _stream_drop(app: EmulatorApp, request: Request) -> object:
+    del request
+    return {"dropped": app.realtime.drop_all()}
+
+
+def _stream_faults(app: EmulatorApp, request: Request) -> object:
+    body = _body(request)
+    kind, after, seconds = body.get("kind"), body.get("after_frames", 0), body.get("seconds", 0)
+    if not isinstance(kind, str) or type(after) is not int or isinstance(seconds, bool):
+        raise AdminError(
+            400, "a stream fault needs 'kind' (drop, bad_frame, silence) and an int 'after_frames'"
+        )
+    if not isinstance(seconds, int | float):
+        raise AdminError(400, "'seconds' must be a number")
+    try:
+        app.realtime.inject(kind, after_frames=after, seconds=float(seconds))
+    except ValueError as exc:
+        raise AdminError(400, str(exc)) from exc
+    return {"queued": kind}
+
+
 def _reset(app: EmulatorApp, request: Request) -> object:
     del request
     app.reset()
@@ -143,6 +178,10 @@ _ROUTES: Final[dict[str, tuple[frozenset[str], _Handler]]] = {
     "orders": (frozenset({"GET"}), _orders),
     "faults": (frozenset({"GET", "POST"}), _faults),
     "void-tokens": (frozenset({"POST"}), _void_tokens),
+    "void-approval-keys": (frozenset({"POST"}), _void_approval_keys),
+    "stream": (frozenset({"GET"}), _stream_counters),
+    "stream/drop": (frozenset({"POST"}), _stream_drop),
+    "stream/faults": (frozenset({"POST"}), _stream_faults),
     "reset": (frozenset({"POST"}), _reset),
     "config": (frozenset({"GET", "POST"}), _config),
 }

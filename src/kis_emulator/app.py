@@ -36,6 +36,7 @@ from .config import EmulatorConfig
 from .faults import FaultQueue, make_fault, render_fault
 from .oauth import KeyProblem, OAuthEndpoints
 from .ratelimit import SlidingWindowLimiter
+from .realtime import RealtimeHub
 from .tokens import TokenBook, TokenStatus
 from .wire import Reply, Request, rt_error
 
@@ -71,7 +72,12 @@ class EmulatorApp:
         self._token_requests = 0
         self._calls_ok = 0
         self._faults_applied = 0
-        self._oauth = OAuthEndpoints(self._tokens, self._check_key, lambda: self._config)
+        #: The WebSocket side (approval keys, sessions, frames); it has its own lock.
+        self.realtime = RealtimeHub(lambda: checked_now(self.clock))
+        self._approval_requests = 0
+        self._oauth = OAuthEndpoints(
+            self._tokens, self._check_key, lambda: self._config, self.realtime.issue_approval
+        )
         self._mode_mismatch = REAL_HOST_VTS_KEY if self.mode == "REAL" else VTS_HOST_REAL_KEY
 
     # ------------------------------------------------------------------ request handling
@@ -94,6 +100,8 @@ class EmulatorApp:
                 )
             if path == "/oauth2/tokenP":
                 self._token_requests += 1
+            if path == "/oauth2/Approval":
+                self._approval_requests += 1
             fault = self._faults.take(path)
             if fault is not None:
                 self._faults_applied += 1
@@ -228,6 +236,12 @@ class EmulatorApp:
                 "faults_applied": self._faults_applied,
             }
 
+    def stream_counters(self) -> dict[str, Any]:
+        """The WebSocket side's counters, with the number of ``/oauth2/Approval`` requests."""
+        with self._lock:
+            requests = self._approval_requests
+        return {"approval_requests": requests, **self.realtime.counters()}
+
     def orders(self) -> list[dict[str, str]]:
         """Every order attempt so far (path, method, tr_id, time); secrets are never recorded."""
         with self._lock:
@@ -265,3 +279,5 @@ class EmulatorApp:
             self._token_requests = 0
             self._calls_ok = 0
             self._faults_applied = 0
+            self._approval_requests = 0
+            self.realtime.reset()

@@ -84,6 +84,11 @@ class EmulatorConfig:
         holdings: the account's holdings returned by ``inquire-balance``.
         cash: 예수금 (``dnca_tot_amt``) of the account, in KRW.
         page_size: rows per ``inquire-balance`` page; ``"mode"`` = REAL 50 / VTS 20.
+        ws_tick_interval: seconds between data frames on one WebSocket session (0 = as fast as
+            the socket takes them).
+        ws_ping_interval: seconds between PINGPONG frames (KIS's interval is undocumented).
+        ws_unanswered_pings: a session that leaves this many PINGPONGs unanswered is cut.
+        ws_multi_record_every: every n-th trade frame carries two records (0 = never).
     """
 
     token_lifetime: Duration = timedelta(hours=24)
@@ -95,6 +100,10 @@ class EmulatorConfig:
     holdings: Sequence[Holding] = field(default_factory=default_holdings)
     cash: int = 10_000_000
     page_size: int | Literal["mode"] = MODE_DEFAULT
+    ws_tick_interval: float = 0.05
+    ws_ping_interval: float = 10.0
+    ws_unanswered_pings: int = 2
+    ws_multi_record_every: int = 5
 
     def __post_init__(self) -> None:
         # Normalise once so readers always see timedeltas and an immutable tuple of holdings.
@@ -114,6 +123,14 @@ class EmulatorConfig:
             raise ValueError(f"page_size must be a positive int or 'mode', not {self.page_size!r}")
         if self.cash < 0:
             raise ValueError("cash must not be negative")
+        for name in ("ws_tick_interval", "ws_ping_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+                raise ValueError(f"{name} must be between 0 and 3600 seconds, not {value!r}")
+        if self.ws_ping_interval < 0.01:
+            raise ValueError("ws_ping_interval must be at least 0.01 s")
+        if self.ws_unanswered_pings < 1 or self.ws_multi_record_every < 0:
+            raise ValueError("ws_unanswered_pings must be >= 1 and ws_multi_record_every >= 0")
 
     def lifetime(self) -> timedelta:
         """``token_lifetime`` as a timedelta."""

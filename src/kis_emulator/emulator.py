@@ -13,6 +13,7 @@ from .app import EmulatorApp
 from .clock import EmulatorClock
 from .config import EmulatorConfig
 from .server import EmulatorHTTPServer
+from .ws_server import RealtimeServer
 
 
 class EmulatorNotRunningError(RuntimeError):
@@ -47,10 +48,14 @@ class KISEmulator:
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._base_url: str | None = None
+        self._ws = RealtimeServer(self._app.realtime, lambda: self._app.config)
+        self._ws_url: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on ``host:port`` (0 = any free port) in a daemon thread; return the base URL.
+
+        The WebSocket quote server starts too, on its own free port of ``host`` (``ws_url``).
 
         Raises:
             RuntimeError: already started.
@@ -69,14 +74,20 @@ class KISEmulator:
         self._server, self._thread = server, thread
         bound_port = server.server_address[1]
         self._base_url = f"http://{host}:{bound_port}"
+        try:
+            self._ws_url = self._ws.start(host, 0)
+        except OSError:
+            self.stop()
+            raise
         return self._base_url
 
     def stop(self) -> None:
         """Stop serving and close every connection; safe to call twice."""
         server, thread = self._server, self._thread
-        self._server = self._thread = self._base_url = None
+        self._server = self._thread = self._base_url = self._ws_url = None
         if server is None:
             return
+        self._ws.stop()
         server.shutdown_now()
         server.drop_connections()
         server.server_close()
@@ -106,6 +117,17 @@ class KISEmulator:
         if self._base_url is None:
             raise EmulatorNotRunningError("the emulator is not running; call start() first")
         return self._base_url
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://HOST:PORT`` of the running emulator's WebSocket quote server.
+
+        Raises:
+            EmulatorNotRunningError: not started.
+        """
+        if self._ws_url is None:
+            raise EmulatorNotRunningError("the emulator is not running; call start() first")
+        return self._ws_url
 
     @property
     def running(self) -> bool:
@@ -165,6 +187,25 @@ class KISEmulator:
     def void_tokens(self) -> int:
         """Invalidate every valid token (nightly maintenance); return how many."""
         return self._app.void_tokens()
+
+    def stream_counters(self) -> dict[str, Any]:
+        """``approval_requests``, ``approval_keys_issued``, ``ws_connections``, ``ws_subscribes``,
+        ``ws_frames_sent``, ``ws_records_sent``, ``ws_drops``, ``ws_sessions_refused``,
+        ``ws_pingpong_sent``/``_echoed``, ``ws_errors_by_code`` (OPSP codes), ``ws_open_sessions``."""
+        return self._app.stream_counters()
+
+    def void_approval_keys(self) -> int:
+        """Forget every WebSocket approval key (subscribes then get OPSP0011); return how many."""
+        return self._app.realtime.void_approval_keys()
+
+    def drop_streams(self) -> int:
+        """Cut every WebSocket connection without a close frame (clients see 1006)."""
+        return self._app.realtime.drop_all()
+
+    def inject_stream_fault(self, kind: str, *, after_frames: int = 0, seconds: float = 0.0) -> None:
+        """Queue a stream fault: ``drop`` the connection, a ``bad_frame`` (one field short), or
+        ``silence`` (no frame and no PINGPONG for ``seconds``) after ``after_frames`` data frames."""
+        self._app.realtime.inject(kind, after_frames=after_frames, seconds=seconds)
 
     def reset(self) -> None:
         """Clear tokens, counters, orders, faults and rate windows."""

@@ -8,7 +8,6 @@ as on every endpoint.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +76,7 @@ class OAuthEndpoints:
     tokens: TokenBook
     check_key: KeyChecker
     config: Callable[[], EmulatorConfig]
+    issue_approval: Callable[[str], str]
 
     def token(self, request: Request, now: datetime) -> Reply:
         """``POST /oauth2/tokenP``: issue (or re-serve within 6 h) an access token."""
@@ -120,7 +120,7 @@ class OAuthEndpoints:
         app_key = self._granted_key(request, "secretkey")
         if isinstance(app_key, Reply):
             return app_key
-        return json_reply(200, {"approval_key": str(uuid.uuid4())})
+        return json_reply(200, {"approval_key": self.issue_approval(app_key)})
 
     def _granted_key(self, request: Request, secret_field: str) -> str | Reply:
         """The checks tokenP and Approval share: JSON body, grant_type, then the key pair

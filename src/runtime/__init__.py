@@ -25,6 +25,7 @@ TYPE_CHECKING = False
 
 __all__ = [
     "AccessToken",
+    "ApprovalKey",
     "BrokerAuthPort",
     "BrokerRequest",
     "BrokerResponse",
@@ -33,18 +34,29 @@ __all__ = [
     "KISBrokerAdapter",
     "KISRuntime",
     "Mode",
+    "OrderBook",
     "QTSError",
+    "RealtimeSession",
+    "Registration",
     "Settings",
     "SystemClock",
     "TokenCache",
     "TokenStorePort",
+    "Trade",
     "build_runtime",
+    "build_stream",
     "errors",
     "load_settings",
 ]
 
 _LOCATIONS = {
     "AccessToken": "runtime.broker.base",
+    "ApprovalKey": "runtime.broker.base",
+    "OrderBook": "runtime.broker.realtime",
+    "RealtimeSession": "runtime.auth.stream",
+    "Registration": "runtime.broker.realtime",
+    "Trade": "runtime.broker.realtime",
+    "build_stream": "runtime.bootstrap",
     "BrokerAuthPort": "runtime.broker.base",
     "BrokerRequest": "runtime.broker.base",
     "BrokerResponse": "runtime.broker.base",
@@ -68,10 +80,12 @@ if TYPE_CHECKING:
     from runtime import errors
     from runtime.auth.ports import TokenStorePort
     from runtime.auth.session import KISRuntime
+    from runtime.auth.stream import RealtimeSession
     from runtime.auth.token_cache import TokenCache
-    from runtime.bootstrap import build_runtime
+    from runtime.bootstrap import build_runtime, build_stream
     from runtime.broker.base import (
         AccessToken,
+        ApprovalKey,
         BrokerAuthPort,
         BrokerRequest,
         BrokerResponse,
@@ -79,6 +93,7 @@ if TYPE_CHECKING:
         Mode,
     )
     from runtime.broker.kis.adapter import KISBrokerAdapter
+    from runtime.broker.realtime import OrderBook, Registration, Trade
     from runtime.clock import ClockPort, SystemClock
     from runtime.config import load_settings
     from runtime.errors import QTSError

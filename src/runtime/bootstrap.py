@@ -13,20 +13,24 @@ from pathlib import Path
 
 import urllib3
 
+from runtime.auth.approval_cache import ApprovalKeyCache
 from runtime.auth.budget import ISSUE_INTERVAL, IssuanceBudget, WaitHook
 from runtime.auth.pacing import Pacer
 from runtime.auth.ports import TokenStorePort
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores.memory import InMemoryTokenStore
+from runtime.auth.stream import RealtimeSession
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import BrokerAuthPort
 from runtime.broker.kis.adapter import KISBrokerAdapter
+from runtime.broker.kis.stream import KISRealtimeConnector
+from runtime.broker.realtime import RealtimeConnectorPort
 from runtime.clock import ClockPort, SystemClock
 from runtime.config import default_token_folder
 from runtime.errors import ConfigError, ScopeMismatchError
 from runtime.settings import Settings, StoreKind, TokenStoreSpec
 
-__all__ = ["build_http", "build_runtime", "build_store"]
+__all__ = ["build_approvals", "build_http", "build_runtime", "build_store", "build_stream"]
 
 # One pool per host; enough connections for a few worker threads to share keep-alive.
 _POOL_SIZE = 8
@@ -74,6 +78,68 @@ def build_runtime(
     pacer = Pacer(clock, settings.calls_per_second)
     return KISRuntime(
         broker, cache, clock, call_deadline_s=settings.call_deadline_s, pacer=pacer, on_close=on_close
+    )
+
+
+def build_approvals(
+    settings: Settings,
+    *,
+    clock: ClockPort | None = None,
+    store: TokenStorePort | None = None,
+    broker: BrokerAuthPort | None = None,
+    http: urllib3.PoolManager | None = None,
+) -> ApprovalKeyCache:
+    """The approval-key cache for ``settings``: memory, then the store, then ``/oauth2/Approval``.
+
+    Raises ConfigError and ScopeMismatchError as :func:`build_runtime` does."""
+    clock = clock or SystemClock()
+    if broker is None:
+        broker = KISBrokerAdapter(
+            settings.mode,
+            settings.credentials,
+            http or build_http(settings.ca_bundle),
+            base_url=settings.base_url,
+            clock=clock,
+        )
+    if broker.scope != settings.scope:
+        raise ScopeMismatchError(
+            f"the broker serves {broker.scope} but the settings are for {settings.scope}"
+        )
+    store = store if store is not None else build_store(settings.token_store, clock=clock)
+    return ApprovalKeyCache(
+        broker, store, clock, margin=settings.refresh_margin, deadline_s=settings.call_deadline_s
+    )
+
+
+def build_stream(
+    settings: Settings,
+    *,
+    clock: ClockPort | None = None,
+    store: TokenStorePort | None = None,
+    broker: BrokerAuthPort | None = None,
+    http: urllib3.PoolManager | None = None,
+    connector: RealtimeConnectorPort | None = None,
+) -> RealtimeSession:
+    """The real-time session of ``settings``' app key, on the mode's WebSocket host.
+
+    Nothing connects until the first ``subscribe``. With a shared store (file, Redis) the
+    one-session lease and the approval key are shared with every process using that store.
+    Raises ConfigError and ScopeMismatchError as :func:`build_runtime` does."""
+    clock = clock or SystemClock()
+    store = store if store is not None else build_store(settings.token_store, clock=clock)
+    approvals = build_approvals(settings, clock=clock, store=store, broker=broker, http=http)
+    connector = connector or KISRealtimeConnector(settings.scope, settings.stream_url)
+    if connector.scope != settings.scope:
+        raise ScopeMismatchError(
+            f"the stream connector serves {connector.scope} but the settings are for {settings.scope}"
+        )
+    return RealtimeSession(
+        connector,
+        approvals,
+        store,
+        clock,
+        silence_s=settings.stream_silence_s,
+        connect_timeout_s=settings.call_deadline_s,
     )
 
 

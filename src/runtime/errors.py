@@ -7,7 +7,8 @@ with ``raise ... from``. Messages never carry an app secret or a full token.
 
 Each class says what the ``qts`` command does with it: ``exit_code`` (0 ok; 1 a bug; 2
 configuration or usage; 3 credentials or token rejected; 4 broker unavailable, malformed
-answer, failed TLS or token store; 5 rate limited; 6 KIS refused the request itself),
+answer, failed TLS or token store; 5 rate limited; 6 KIS refused the request itself; 7 the app
+key's one WebSocket session is held by another process or host),
 ``retryable`` (the same call may succeed later as it is) and ``hint`` (one line of advice).
 :meth:`QTSError.as_dict` is the JSON shape ``qts --json`` prints on failure. The two tables
 below are generated from the classes at import, so they cannot drift from the code.
@@ -19,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 __all__ = [
+    "ApprovalKeyRejectedError",
     "BrokerCallError",
     "BrokerUnavailableError",
     "CallRateLimitedError",
@@ -33,6 +35,10 @@ __all__ = [
     "RateLimitedError",
     "ScopeMismatchError",
     "StaleTokenError",
+    "StreamBreakerOpenError",
+    "StreamFrameError",
+    "StreamSessionHeldError",
+    "SubscriptionLimitError",
     "TLSVerificationError",
     "TokenRejectedError",
     "TokenStoreError",
@@ -49,6 +55,7 @@ _EXIT_CODES: dict[int, str] = {
     4: "KIS unavailable, a malformed answer, failed TLS verification or an unusable token store",
     5: "rate limited (EGW00133 tokenP once a minute, EGW00201 calls per second)",
     6: "KIS refused the request itself (a business error such as OPSQ0002 unknown stock code)",
+    7: "the app key's one WebSocket session is held by another process or host (qts stream)",
     130: "interrupted (Ctrl-C)",
 }
 
@@ -262,6 +269,61 @@ class UsageError(QTSError):
 
     exit_code = 2
     hint = "Run `qts --help` for usage."
+
+
+class ApprovalKeyRejectedError(QTSError):
+    """KIS refused the WebSocket approval key (OPSP0011), even after one fresh reissue."""
+
+    hint = "KIS refused even a new approval key; check that this app key may use real-time quotes."
+
+    exit_code = 3
+
+
+class SubscriptionLimitError(InvalidRequestError):
+    """More real-time registrations than KIS allows per app key (41) or a TR we never stream
+    (encrypted order notices); refused before anything is sent."""
+
+    hint = "KIS allows 41 registrations (TR x code) per app key; ask for fewer codes."
+
+
+class StreamFrameError(MalformedResponseError):
+    """One real-time frame could not be read (wrong field count, bad header, bad number).
+
+    Logged and counted; the stream goes on. The message names the TR and the counts, never data.
+    """
+
+
+class StreamBreakerOpenError(BrokerUnavailableError):
+    """The WebSocket kept failing to connect or dropping at once: reconnecting stopped so a
+    flapping server never sees a reconnect storm (KIS may block a key and IP that loops)."""
+
+    hint = "The WebSocket kept failing; check the network and KIS_<MODE>_WS_URL, then try again later."
+
+
+class StreamSessionHeldError(QTSError):
+    """KIS allows one WebSocket session per app key and another process or host holds it.
+
+    ``holder_host``/``holder_pid`` name the holder when our shared store knows it (None when
+    KIS itself answered OPSP8996). Exit code 7: nothing is wrong with the keys or the network;
+    wait for the holder to stop, or subscribe through it.
+    """
+
+    hint = "KIS allows one WebSocket session per app key: stop the other stream first."
+
+    retryable = True
+    exit_code = 7
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        holder_host: str | None = None,
+        holder_pid: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.holder_host = holder_host
+        self.holder_pid = holder_pid
 
 
 def _tables() -> str:

@@ -87,6 +87,15 @@ class Settings:
     wait_on_rate_limit: bool = True
     #: Calls per second this runtime allows itself per scope; None: VTS 2/s, REAL 15/s.
     max_rps: float | None = None
+    #: The WebSocket host (``KIS_<MODE>_WS_URL``); None: the mode's official one.
+    ws_url: str | None = None
+    #: A stream with no frame at all (data, ack or PINGPONG) for this long is treated as dropped.
+    stream_silence_s: float = 120.0
+
+    @property
+    def stream_url(self) -> str:
+        """The WebSocket URL for the mode: the override if set, else KIS's official one (§1)."""
+        return self.ws_url or self.mode.official_ws_url
 
     @property
     def scope(self) -> BrokerScope:

@@ -21,6 +21,8 @@ from runtime.bootstrap import build_http, build_runtime
 from runtime.broker.base import AppCredentials, BrokerRequest, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.broker.kis.transport import MAX_HEADER_BYTES
+from runtime.clock import SystemClock
+from runtime.deadline import Deadline
 from runtime.errors import BrokerUnavailableError, MalformedResponseError
 from runtime.settings import Settings
 from tests.hostile.drip import DRIP_S, DripServer, Script
@@ -29,6 +31,11 @@ from tests.support.scripted_kis import APP_KEY, APP_SECRET, fresh_token
 
 DEADLINE_S = 1.5
 SLACK_S = 0.5  # the promise: deadline + 0.5 s of wall time
+
+
+def _within(seconds: float) -> Deadline:
+    """A deadline ``seconds`` from now on the real clock (the adapter's port takes a Deadline)."""
+    return Deadline.after(SystemClock(), seconds)
 
 
 def _bytes(data: bytes) -> Iterator[bytes]:
@@ -159,13 +166,13 @@ def test_every_exchange_ends_within_its_deadline_whatever_the_server_drips(
         adapter = adapter_for(server.url)
         token = fresh_token(adapter.scope)
         actions: dict[str, Callable[[], object]] = {
-            "token": lambda: adapter.issue_token(timeout_s=DEADLINE_S),
+            "token": lambda: adapter.issue_token(deadline=_within(DEADLINE_S)),
             "call": lambda: adapter.send(
                 BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS),
                 token,
-                timeout_s=DEADLINE_S,
+                deadline=_within(DEADLINE_S),
             ),
-            "revoke": lambda: adapter.revoke_token(token, timeout_s=DEADLINE_S),
+            "revoke": lambda: adapter.revoke_token(token, deadline=_within(DEADLINE_S)),
         }
         error, elapsed = _timed(actions[endpoint])
     finally:
@@ -242,7 +249,7 @@ def test_headers_over_the_total_cap_are_refused(adapter_for: Callable[[str], KIS
         token = fresh_token(adapter.scope)
         request = BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS)
         with pytest.raises(MalformedResponseError, match="headers"):
-            adapter.send(request, token, timeout_s=5)
+            adapter.send(request, token, deadline=_within(5))
     finally:
         server.close()
     assert MAX_HEADER_BYTES < 60 * 1024
@@ -269,6 +276,6 @@ def test_a_long_header_many_headers_or_too_much_in_all_never_reach_the_caller(
         adapter = adapter_for(server.url)
         request = BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS)
         with pytest.raises(MalformedResponseError, match="headers"):
-            adapter.send(request, fresh_token(adapter.scope), timeout_s=5)
+            adapter.send(request, fresh_token(adapter.scope), deadline=_within(5))
     finally:
         server.close()

@@ -29,6 +29,8 @@ from runtime import scrub
 from runtime.bootstrap import build_http
 from runtime.broker.base import AccessToken, AppCredentials, BrokerRequest, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
+from runtime.clock import SystemClock
+from runtime.deadline import Deadline
 from runtime.errors import QTSError
 from tests.hostile.drip import DripServer, Script
 from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, token_reply
@@ -36,6 +38,11 @@ from tests.support.scripted_kis import APP_KEY, APP_SECRET, exception_chain, fre
 
 FRAGMENT = 16
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _within(seconds: float) -> Deadline:
+    """A deadline ``seconds`` from now on the real clock (the adapter's port takes a Deadline)."""
+    return Deadline.after(SystemClock(), seconds)
 
 
 def fragments_in(text: str, secret: str, n: int = FRAGMENT) -> list[str]:
@@ -193,11 +200,11 @@ def test_no_fragment_in_any_error_or_log_record(
     try:
         adapter = adapter_for(server.url)
         calls: dict[str, Callable[[], object]] = {
-            "token": lambda: adapter.issue_token(timeout_s=3),
+            "token": lambda: adapter.issue_token(deadline=_within(3)),
             "call": lambda: adapter.send(
-                BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS), TOKEN, timeout_s=3
+                BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS), TOKEN, deadline=_within(3)
             ),
-            "revoke": lambda: adapter.revoke_token(TOKEN, timeout_s=3),
+            "revoke": lambda: adapter.revoke_token(TOKEN, deadline=_within(3)),
         }
         error: BaseException | None = None
         try:
@@ -227,7 +234,7 @@ def test_urllib3_warning_about_unparsed_header_data_is_scrubbed(
         adapter = adapter_for(server.url)
         request = BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS)
         with contextlib.suppress(QTSError):  # either way: the point is the log
-            adapter.send(request, TOKEN, timeout_s=3)
+            adapter.send(request, TOKEN, deadline=_within(3))
     finally:
         server.close()
     warned = [r for r in caplog.records if r.name.startswith("urllib3") and r.levelno >= logging.WARNING]

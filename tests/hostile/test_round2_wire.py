@@ -30,11 +30,21 @@ from runtime.broker.base import AccessToken, AppCredentials, BrokerRequest, Brok
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.broker.kis.transport import MAX_BODY_BYTES
 from runtime.clock import SystemClock
+from runtime.deadline import Deadline
 from runtime.errors import ForeignTokenError, MalformedResponseError
 from runtime.masking import fingerprint
 from tests.hostile.drip import DripServer, Script
 from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID, jwt, token_reply
 from tests.support.scripted_kis import APP_KEY, APP_SECRET, fresh_token
+
+
+def _within(seconds: float) -> Deadline:
+    """A deadline ``seconds`` from now on the real clock (the adapter's port takes a Deadline)."""
+    return Deadline.after(SystemClock(), seconds)
+
+
+def _price() -> BrokerRequest:
+    return BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS)
 
 
 def _answer(body: bytes, *, headers: bytes = b"content-type: application/json\r\n") -> Script:
@@ -79,7 +89,7 @@ def test_odd_numbers_in_a_tokenp_answer_are_malformed(odd: str, adapter_for: lis
     body = _token_body(expires_in=ODD_NUMBERS[odd]).encode()
     adapter = _adapter(adapter_for, _answer(body))
     with pytest.raises(MalformedResponseError):
-        adapter.issue_token(timeout_s=3)
+        adapter.issue_token(deadline=_within(3))
 
 
 @pytest.mark.parametrize("odd", list(ODD_NUMBERS))
@@ -92,7 +102,9 @@ def test_odd_numbers_in_a_call_answer_are_malformed(odd: str, adapter_for: list[
     adapter = _adapter(adapter_for, _answer(body))
     token = fresh_token(adapter.scope)
     with pytest.raises(MalformedResponseError):
-        adapter.send(BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS), token, timeout_s=3)
+        adapter.send(
+            BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS), token, deadline=_within(3)
+        )
 
 
 def test_deep_nesting_in_a_call_answer_is_malformed(adapter_for: list[DripServer]) -> None:
@@ -100,7 +112,9 @@ def test_deep_nesting_in_a_call_answer_is_malformed(adapter_for: list[DripServer
     adapter = _adapter(adapter_for, _answer(body))
     token = fresh_token(adapter.scope)
     with pytest.raises(MalformedResponseError):
-        adapter.send(BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS), token, timeout_s=5)
+        adapter.send(
+            BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS), token, deadline=_within(5)
+        )
 
 
 def test_a_gzip_bomb_stops_at_the_body_cap(adapter_for: list[DripServer]) -> None:
@@ -113,9 +127,7 @@ def test_a_gzip_bomb_stops_at_the_body_cap(adapter_for: list[DripServer]) -> Non
     tracemalloc.start()
     try:
         with pytest.raises(MalformedResponseError, match="larger than"):
-            adapter.send(
-                BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS), token, timeout_s=10
-            )
+            adapter.send(_price(), token, deadline=_within(10))
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -147,7 +159,7 @@ def test_the_bounded_reader_returns_json_or_refuses_typed(value: object) -> None
 class ForeignBroker(FakeBroker):
     """A broker (or a man in the middle) handing out a token whose jti names another key."""
 
-    def issue_token(self, *, timeout_s: float | None = None) -> AccessToken:
+    def issue_token(self, *, deadline: Deadline) -> AccessToken:
         now = self._clock.now()
         return AccessToken(
             value=jwt("PSanother000000000000000000000000001", now),
@@ -163,7 +175,7 @@ def test_a_broker_token_of_another_key_never_enters_memory() -> None:
     broker = ForeignBroker(clock, app_key=APP_KEY)
     cache = TokenCache(broker, InMemoryTokenStore(), clock)
     with pytest.raises(ForeignTokenError):
-        cache.get(timeout_s=2)
+        cache.get(deadline=_within(2))
     assert cache.peek() is None
 
 
@@ -192,7 +204,7 @@ def test_a_store_token_of_the_other_mode_never_enters_memory() -> None:
     )
     cache = TokenCache(broker, PlantingStore(planted), clock)
 
-    token = cache.get(timeout_s=2)
+    token = cache.get(deadline=_within(2))
 
     assert token.value != planted.value, "the planted token was refused: a new one was issued"
     assert broker.issue_calls == 1

@@ -13,6 +13,7 @@ Allowed exceptions, and only these: the store's own token field (the file store'
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -318,3 +319,93 @@ def test_only_the_masking_module_cuts_tokens_and_keys_for_display() -> None:
         if pattern.search(line)
     ]
     assert not offenders, "\n".join(offenders)
+
+
+# --- the WebSocket approval key ------------------------------------------------------------------
+
+#: A whole approval key as KIS (and the emulator) issue them; a masked key has "…" and never matches.
+FULL_APPROVAL_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def test_stream_flows_show_no_approval_key_anywhere(
+    emulator: KISEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue, stream, drop, void and reissue, a bad frame, a refused second session, a key KIS
+    never accepts: with DEBUG logs on (websockets' included), no approval key is ever shown."""
+    from runtime.auth.stores.file import FileTokenStore
+    from runtime.bootstrap import build_stream
+    from runtime.broker.realtime import registrations_for
+    from runtime.clock import SystemClock
+    from tests.support.fakes import FakeBroker
+    from tests.support.streams import take
+
+    caplog.set_level(logging.DEBUG)
+    emulator.set_config(ws_tick_interval=0.01, ws_ping_interval=0.1)
+    seen = Evidence()
+    settings = Settings(
+        mode=Mode.VTS,
+        credentials=AppCredentials(APP_KEY, APP_SECRET),
+        base_url=emulator.base_url,
+        ws_url=emulator.ws_url,
+        call_deadline_s=5.0,
+    )
+    keys: set[str] = set()
+    store = FileTokenStore(tmp_path / "tokens")
+    session = build_stream(settings, store=store)
+    subscription = session.subscribe(registrations_for(["005930"], depth=True))
+    seen.show("stream", *take(subscription, 10))
+    keys.add(session.approvals.get().value)
+    emulator.inject_stream_fault("bad_frame")
+    emulator.void_approval_keys()
+    emulator.drop_streams()
+    take(subscription, 20)
+    held = session.approvals.peek()
+    assert held is not None
+    keys.add(held.value)
+    assert len(keys) == 2, "the voided key was reissued"
+    with pytest.raises(QTSError) as refused:
+        build_stream(settings, store=FileTokenStore(tmp_path / "tokens")).subscribe(
+            registrations_for(["005930"])
+        )
+    seen.error("second session", refused.value)
+    seen.show("objects", session, session.approvals, held, store, subscription, session.stats.as_dict())
+    session.close()
+
+    foreign = FakeBroker(SystemClock(), app_key=APP_KEY)
+    doomed = build_stream(settings, store=InMemoryTokenStore(), broker=foreign)
+    with pytest.raises(QTSError) as rejected:
+        take(doomed.subscribe(registrations_for(["005930"])), 1)
+    keys.update(k.value for k in foreign.approvals)
+    seen.error("rejected key", rejected.value)
+    doomed.close()
+
+    seen.logs(caplog.records)
+    assert any(r.name.startswith("runtime.auth.stream") for r in caplog.records)
+    for where, text in seen.texts:
+        for key in keys:
+            assert key not in text, f"an approval key leaked into {where}: {text[:300]}"
+        assert not FULL_APPROVAL_KEY.search(text), f"an approval key leaked into {where}: {text[:300]}"
+        for secret in (APP_SECRET, APP_KEY):
+            assert secret not in text, f"a credential leaked into {where}"
+
+
+def test_qts_approval_and_stream_with_debug_logs_show_no_approval_key(
+    emulator: KISEmulator, tmp_path: Path
+) -> None:
+    emulator.set_config(ws_tick_interval=0.01)
+    env = _env(emulator, tmp_path, KIS_VTS_WS_URL=emulator.ws_url)
+    runs = [
+        _qts(tmp_path, env, "-v", "approval"),
+        _qts(tmp_path, env, "-v", "approval", "--json"),
+        _qts(tmp_path, env, "-v", "stream", "005930", "--count", "5"),
+        _qts(tmp_path, env, "-v", "stream", "005930", "--depth", "--count", "5", "--json"),
+    ]
+    assert [run.code for run in runs] == [0, 0, 0, 0], runs
+    stored = list((tmp_path / "tokens").glob("*.approval.json"))
+    assert len(stored) == 1, "the store keeps the key (the one allowed place)"
+    key = json.loads(stored[0].read_text(encoding="utf-8"))["approval"]["value"]
+    for run in runs:
+        for text in (run.stdout, run.stderr):
+            assert key not in text, f"the approval key in the output of qts {' '.join(run.argv)}"
+            assert not FULL_APPROVAL_KEY.search(text)
+            assert APP_SECRET not in text

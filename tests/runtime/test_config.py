@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runtime.broker.base import Mode
-from runtime.config import load_settings, load_store_spec, parse_base_url, parse_store_spec
+from runtime.config import load_settings, load_store_spec, parse_base_url, parse_store_spec, parse_ws_url
 from runtime.errors import ConfigError, QTSError
 from runtime.settings import StoreKind, TokenStoreSpec
 
@@ -467,3 +467,66 @@ def test_the_committed_env_example_loads_once_keys_are_filled_in(tmp_path: Path)
     settings = load_settings(env_file)
     assert settings.mode.value == "VTS"
     assert settings.max_rps is None
+
+
+# --- the WebSocket host and the stream's silence limit ---------------------------------------
+
+
+@pytest.mark.usefixtures("vts_keys", "real_keys")
+@pytest.mark.parametrize(
+    ("mode", "url"),
+    [(Mode.VTS, "ws://ops.koreainvestment.com:31000"), (Mode.REAL, "ws://ops.koreainvestment.com:21000")],
+)
+def test_the_mode_picks_the_official_websocket_host(mode: Mode, url: str) -> None:
+    settings = load_settings(mode=mode.value)
+    assert settings.ws_url is None
+    assert settings.stream_url == url == mode.official_ws_url
+    assert settings.stream_silence_s == 120.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [
+        ("ws://127.0.0.1:41821", "ws://127.0.0.1:41821"),
+        ("ws://localhost:9/", "ws://localhost:9"),
+        ("ws://[::1]:9", "ws://[::1]:9"),
+        ("ws://OPS.koreainvestment.com:31000", "ws://ops.koreainvestment.com:31000"),
+        ("wss://ops.koreainvestment.com:21000/tryitout", "wss://ops.koreainvestment.com:21000/tryitout"),
+    ],
+)
+def test_a_websocket_override_may_name_kis_or_loopback(raw: str, parsed: str) -> None:
+    assert parse_ws_url(raw) == parsed
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "ws://example.com:31000",
+        "ws://ops.koreainvestment.com.evil.example:31000",
+        "http://127.0.0.1:8080",
+        "ws://user:pw@127.0.0.1:9",
+        "ws://127.0.0.1:9?key=1",
+        "ws://127.0.0.1:99999",
+        "127.0.0.1:9",
+    ],
+)
+def test_any_other_websocket_override_is_refused(raw: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - the message is checked through load_settings below
+        parse_ws_url(raw)
+
+
+@pytest.mark.usefixtures("vts_keys")
+def test_websocket_and_silence_problems_are_named_and_only_the_active_modes_url_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KIS_VTS_WS_URL", "ws://example.com:31000")
+    monkeypatch.setenv("KIS_REAL_WS_URL", "not a url")  # REAL is not active: not read
+    monkeypatch.setenv("QTS_STREAM_SILENCE_S", "0.5")
+    problems = config_error().problems
+    assert set(problems) == {"KIS_VTS_WS_URL", "QTS_STREAM_SILENCE_S"}
+    assert "loopback" in problems["KIS_VTS_WS_URL"]
+    monkeypatch.setenv("KIS_VTS_WS_URL", "ws://127.0.0.1:41821")
+    monkeypatch.setenv("QTS_STREAM_SILENCE_S", "30")
+    settings = load_settings()
+    assert settings.stream_url == "ws://127.0.0.1:41821"
+    assert settings.stream_silence_s == 30.0

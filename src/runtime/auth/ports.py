@@ -8,12 +8,14 @@ from typing import Protocol
 
 import attrs
 
-from runtime.broker.base import AccessToken, BrokerScope
+from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope
 from runtime.clock import ClockPort
 
 __all__ = [
     "ClockPort",
     "IssuanceLedger",
+    "LeaseHolder",
+    "StreamLease",
     "TokenStorePort",
 ]
 
@@ -25,6 +27,11 @@ def _aware_or_none(_instance: object, attribute: attrs.Attribute[datetime | None
         raise ValueError(f"{attribute.name} must be a timezone-aware datetime or None")
 
 
+def _aware(_instance: object, attribute: attrs.Attribute[datetime], value: object) -> None:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{attribute.name} must be a timezone-aware datetime")
+
+
 @attrs.frozen
 class IssuanceLedger:
     """What the issuance budget remembers per scope: when tokenP last went out from this host,
@@ -32,6 +39,40 @@ class IssuanceLedger:
 
     last_issued_at: datetime | None = attrs.field(default=None, validator=_aware_or_none)
     blocked_until: datetime | None = attrs.field(default=None, validator=_aware_or_none)
+
+
+@attrs.frozen
+class LeaseHolder:
+    """Who holds a scope's one WebSocket session: shown to a second process that asks for it."""
+
+    host: str
+    pid: int
+    since: datetime = attrs.field(validator=_aware)
+
+    def __str__(self) -> str:
+        return f"{self.host} (pid {self.pid})"
+
+
+class StreamLease(Protocol):
+    """A held right to open the scope's one WebSocket session (KIS allows one per app key).
+
+    It ends with :meth:`release` or with the holder's death (a file lock dies with its process;
+    a Redis lease expires within its TTL once no thread renews it)."""
+
+    @property
+    def holder(self) -> LeaseHolder:
+        """Who holds it (this process)."""
+        ...
+
+    @property
+    def lost(self) -> bool:
+        """True once the lease can no longer be vouched for (Redis renewal failed): the session
+        must then close, as another process may already hold the lease."""
+        ...
+
+    def release(self) -> None:
+        """Give the lease up; safe to call twice."""
+        ...
 
 
 class TokenStorePort(Protocol):
@@ -83,4 +124,26 @@ class TokenStorePort(Protocol):
     def tokens(self) -> list[AccessToken]:
         """Every readable token in the store, ordered by scope (``qts status``).
         Raises TokenStoreError."""
+        ...
+
+    def load_approval(self, scope: BrokerScope) -> ApprovalKey | None:
+        """The WebSocket approval key saved for ``scope`` (its own entry, beside the token), or
+        None; a corrupt entry is a miss. Raises TokenStoreError only when the store is unreachable."""
+        ...
+
+    def save_approval(self, scope: BrokerScope, key: ApprovalKey) -> None:
+        """Keep ``key`` as the approval key of ``scope``. Raises ScopeMismatchError for a key of
+        another scope, TokenStoreError when it cannot be written."""
+        ...
+
+    def delete_approval(self, scope: BrokerScope) -> None:
+        """Forget the approval key of ``scope``; deleting nothing is fine. Raises TokenStoreError."""
+        ...
+
+    def acquire_stream_lease(self, scope: BrokerScope, holder: LeaseHolder) -> StreamLease:
+        """Take the scope's one-WebSocket-session lease for ``holder`` without waiting.
+
+        Raises StreamSessionHeldError naming the current holder when another process (file),
+        host (Redis) or, in memory, another session of this process holds it; TokenStoreError
+        when the store is unreachable."""
         ...

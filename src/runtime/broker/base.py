@@ -23,6 +23,7 @@ from runtime.masking import fingerprint, mask
 __all__ = [
     "AccessToken",
     "AppCredentials",
+    "ApprovalKey",
     "BrokerAuthPort",
     "BrokerRequest",
     "BrokerResponse",
@@ -45,6 +46,11 @@ class Mode(enum.StrEnum):
         """The KIS REST host for this mode (KIS_API.md §1)."""
         return _OFFICIAL_BASE_URLS[self]
 
+    @property
+    def official_ws_url(self) -> str:
+        """The KIS WebSocket host for this mode (KIS_API.md §1): plain ``ws://``, as KIS serves it."""
+        return _OFFICIAL_WS_URLS[self]
+
     @classmethod
     def parse(cls, text: str) -> Mode:
         """``"vts"``/``"REAL"``/... to a Mode; raises ValueError naming the allowed values.
@@ -60,6 +66,11 @@ class Mode(enum.StrEnum):
 _OFFICIAL_BASE_URLS = {
     Mode.REAL: "https://openapi.koreainvestment.com:9443",
     Mode.VTS: "https://openapivts.koreainvestment.com:29443",
+}
+
+_OFFICIAL_WS_URLS = {
+    Mode.REAL: "ws://ops.koreainvestment.com:21000",
+    Mode.VTS: "ws://ops.koreainvestment.com:31000",
 }
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{12}")
@@ -122,6 +133,37 @@ class AccessToken:
 
     def __str__(self) -> str:
         return f"AccessToken({self.scope}, {self.masked}, expires {self.expires_at.isoformat()})"
+
+
+@attrs.frozen
+class ApprovalKey:
+    """A KIS WebSocket approval key (KIS_API.md §7). The value never shows in repr.
+
+    KIS's answer carries no expiry: ``issued_at`` is when we received it, and the runtime
+    decides its renewal from that (see docs/realtime.md).
+    """
+
+    value: str = attrs.field(repr=False)
+    scope: BrokerScope
+    issued_at: datetime = attrs.field(validator=_check_aware)
+
+    @value.validator
+    def _check_value(self, _attribute: attrs.Attribute[str], value: str) -> None:
+        # The value goes into a JSON header of every subscribe message: printable ASCII only.
+        if not value or len(value) > 512 or not value.isascii() or not value.isprintable() or " " in value:
+            raise ValueError("approval key must be 1-512 printable ASCII characters without spaces")
+
+    @property
+    def masked(self) -> str:
+        """The value in a form safe to print."""
+        return mask(self.value)
+
+    def age(self, now: datetime) -> timedelta:
+        """How long ago the key was issued."""
+        return now - self.issued_at
+
+    def __str__(self) -> str:
+        return f"ApprovalKey({self.scope}, {self.masked}, issued {self.issued_at.isoformat()})"
 
 
 _HTTP_METHODS = frozenset({"GET", "POST"})
@@ -255,6 +297,14 @@ class BrokerAuthPort(Protocol):
         Raises CredentialsRejectedError (WrongModeError for a key of the other mode),
         IssuanceRateLimitedError, BrokerUnavailableError, TLSVerificationError,
         MalformedResponseError (ForeignTokenError for a token of another key).
+        """
+        ...
+
+    def issue_approval_key(self, *, deadline: Deadline) -> ApprovalKey:
+        """Ask the broker for a WebSocket approval key (``/oauth2/Approval``) without keeping it.
+
+        Raises the same errors as :meth:`issue_token`: CredentialsRejectedError (WrongModeError),
+        IssuanceRateLimitedError, BrokerUnavailableError, TLSVerificationError, MalformedResponseError.
         """
         ...
 

@@ -1,9 +1,11 @@
-"""The ``qts`` command: demo, token, status, quote, call, revoke, forget, doctor, init, emulator.
+"""The ``qts`` command: demo, token, status, quote, call, revoke, forget, doctor, init, approval,
+stream, emulator.
 
 Exit codes: see :data:`runtime.errors.EXIT_CODES` (0 ok; 2 configuration or usage; 3 credentials
 rejected; 4 broker unavailable, malformed answer or failed TLS; 5 rate limited; 6 KIS refused
-the request; 1 a bug). Errors are one or two plain lines on stderr, and with ``--json`` also one
-``{"error": {...}}`` object on stdout; a traceback only with ``-v``.
+the request; 7 the app key's one WebSocket session is held elsewhere; 1 a bug). Errors are one
+or two plain lines on stderr, and with ``--json`` also one ``{"error": {...}}`` object on stdout;
+a traceback only with ``-v``.
 Heavy modules are imported inside each command so ``qts --help`` starts fast.
 """
 
@@ -214,6 +216,33 @@ def _forget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="every token in the store, of every mode and key")
 
 
+def _stream_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("codes", nargs="+", metavar="CODE", help="6-character stock codes, e.g. 005930")
+    p.add_argument("--depth", action="store_true", help="also stream the 10-level order book (H0STASP0)")
+    p.add_argument("--count", type=_positive_int, metavar="N", help="exit 0 after N events in all")
+    p.add_argument("--seconds", type=_positive_float, metavar="S", help="exit 0 after S seconds")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0")
+    return value
+
+
 def _emulator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
@@ -250,6 +279,16 @@ COMMANDS: list[tuple[str, tuple[str, str], str]] = [
         "check the set-up: one line per check (ok / warn / fail + fix)",
     ),
     ("init", ("init", "runtime.cli.init"), "write a commented .env (mode 0600) to fill in"),
+    (
+        "approval",
+        ("approval", "runtime.cli.stream"),
+        "get or reuse the WebSocket approval key for the mode and show it (masked)",
+    ),
+    (
+        "stream",
+        ("stream", "runtime.cli.stream"),
+        "read-only real-time trades (and the order book with --depth) over KIS's WebSocket",
+    ),
     ("emulator", ("emulator", "runtime.cli.commands"), "run the offline KIS emulator until Ctrl-C"),
 ]
 
@@ -260,6 +299,7 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "call": _call_args,
     "init": _init_args,
     "forget": _forget_args,
+    "stream": _stream_args,
     "emulator": _emulator_args,
 }
 

@@ -223,7 +223,7 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
             raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
         if mode == "REAL":
             out.real_marker(machine_stdout=False)
-        _print_emulator_env(out, mode, base_url, demo_account(mode))
+        _print_emulator_env(out, mode, base_url, server.ws_url, demo_account(mode))
         threading.Event().wait()
     except KeyboardInterrupt:
         # Ctrl-C at any moment after start, even while the lines above print, is a clean stop.
@@ -233,15 +233,16 @@ def emulator(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _print_emulator_env(out: Output, mode: str, base_url: str, account: EmulatorAccount) -> None:
+def _print_emulator_env(out: Output, mode: str, base_url: str, ws_url: str, account: EmulatorAccount) -> None:
     """The .env lines (text) or object (--json) that point QTS Runtime at the emulator."""
     env = {
         "KIS_MODE": mode,
         f"KIS_{mode}_BASE_URL": base_url,
+        f"KIS_{mode}_WS_URL": ws_url,
         f"KIS_{mode}_APP_KEY": account.app_key,
         f"KIS_{mode}_APP_SECRET": account.app_secret,
     }
-    out.line(f"KIS emulator ({mode}) listening on {base_url} — Ctrl-C to stop")
+    out.line(f"KIS emulator ({mode}) listening on {base_url} and {ws_url} — Ctrl-C to stop")
     out.line("Point QTS Runtime at it with these .env lines (demo credentials, not real ones):")
     for name, value in env.items():
         out.line(f"{name}={value}")
@@ -249,6 +250,7 @@ def _print_emulator_env(out: Output, mode: str, base_url: str, account: Emulator
         {
             "mode": mode,
             "base_url": base_url,
+            "ws_url": ws_url,
             "app_key": account.app_key,
             "app_secret": account.app_secret,
             "env": env,

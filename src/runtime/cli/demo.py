@@ -7,8 +7,10 @@ as KIS's clock and ours would be.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runtime.cli.output import Output, format_kst
@@ -16,7 +18,10 @@ from runtime.cli.output import Output, format_kst
 if TYPE_CHECKING:  # imported lazily at run time: `qts demo` alone needs the emulator
     from kis_emulator import KISEmulator
     from runtime.auth.session import KISRuntime
+    from runtime.auth.stream import Subscription
     from runtime.broker.base import AccessToken, Mode
+    from runtime.broker.realtime import StreamEvent
+    from runtime.settings import Settings
 
 __all__ = ["run_demo"]
 
@@ -27,7 +32,8 @@ _DAY_AND_A_MINUTE = 24 * 3600 + 60
 
 
 def run_demo(out: Output, *, mode: str = "VTS") -> int:
-    """Walk mode branch → issue → cache hit → quote → expiry → reissue → reject → retry → revoke."""
+    """Walk mode branch → issue → cache hit → quote → expiry → reissue → reject → retry → revoke
+    → a real-time stream through a dropped socket and a voided approval key."""
     from kis_emulator import KISEmulator
     from runtime.broker.base import Mode
 
@@ -39,7 +45,8 @@ def run_demo(out: Output, *, mode: str = "VTS") -> int:
         demo = _Demo(out, chosen, emulator)
         tokens = demo.run()
         counters = emulator.counters()
-    return _summary(out, chosen.value, demo.steps, counters, tokens, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return _summary(out, chosen.value, demo.steps, counters, tokens, demo.streamed_ok, seconds)
 
 
 class _Demo:
@@ -53,6 +60,7 @@ class _Demo:
         self._emulator = emulator
         self._clock = OffsetClock()
         self.steps: list[dict[str, object]] = []
+        self.streamed_ok = False
 
     def step(self, name: str, action: Callable[[], _T], describe: Callable[[_T], str]) -> _T:
         t0 = time.perf_counter()
@@ -93,7 +101,38 @@ class _Demo:
                 kis.revoke,
                 lambda t: f"POST /oauth2/revokeP → {t.masked if t else 'nothing'} voided and dropped",
             )
+        self._stream(settings)
         return {t.value for t in (first, second, third) if t is not None}
+
+    def _stream(self, settings: Settings) -> None:
+        import attrs
+
+        from runtime.bootstrap import build_stream
+        from runtime.broker.realtime import registrations_for
+
+        emulator = self._emulator
+
+        def stream() -> tuple[int, str, int]:
+            emulator.set_config(ws_tick_interval=0.01)
+            live = attrs.evolve(settings, ws_url=emulator.ws_url)
+            with _quiet("runtime.auth.stream"), build_stream(live, clock=self._clock) as session:
+                subscription = session.subscribe(registrations_for(["005930"]))
+                events = [_next_event(subscription) for _ in range(5)]
+                key = session.approvals.peek()
+                emulator.void_approval_keys()
+                emulator.drop_streams()
+                events += [_next_event(subscription) for _ in range(5)]
+                return len(events), key.masked if key else "?", session.stats.approval_reissues
+
+        count, _key, reissues = self.step(
+            "stream",
+            stream,
+            lambda r: (
+                f"WebSocket: Approval {r[1]}, 005930 trades → socket dropped, key voided → OPSP0011, "
+                f"reissued {r[2]}×, resubscribed → {r[0]} events"
+            ),
+        )
+        self.streamed_ok = count == 10 and reissues == 1
 
     def _issue_and_reuse(self, kis: KISRuntime) -> AccessToken:
         base_url = self._emulator.base_url
@@ -164,6 +203,7 @@ def _summary(
     steps: list[dict[str, object]],
     counters: dict[str, Any],
     tokens: set[str],
+    streamed: bool,
     seconds: float,
 ) -> int:
     errors = counters.get("errors_by_code", {})
@@ -172,6 +212,7 @@ def _summary(
         and errors.get("EGW00121") == 1
         and not errors.get("EGW00133")
         and len(tokens) == 3
+        and streamed
     )
     out.line(
         f"summary  tokenP requests {counters.get('token_requests')}, tokens issued {len(tokens)}, "
@@ -180,3 +221,27 @@ def _summary(
     )
     out.data({"ok": ok, "mode": mode, "steps": steps, "emulator": counters, "seconds": round(seconds, 3)})
     return 0 if ok else 1
+
+
+def _next_event(subscription: Subscription) -> StreamEvent:
+    """The next stream event, within 10 s (the demo must never hang)."""
+    from runtime.errors import BrokerUnavailableError
+
+    event = subscription.get(timeout_s=10.0)
+    if event is None:
+        raise BrokerUnavailableError("the emulator's stream sent nothing for 10 s")
+    return event
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """The drop and the rejected key are staged: their warnings would only clutter the narration."""
+    logger = logging.getLogger(name)
+    handler = logging.NullHandler()
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.propagate = propagate
+        logger.removeHandler(handler)

@@ -36,7 +36,18 @@ from tests.support.cli import FULL_TOKEN, QTS, REAL_MARKER, EmulatorClient, Resu
 from tests.support.emulator import Emulators
 from tests.support.kis import PRICE_TR_ID, TOKEN_PATH
 
-DEMO_STEPS = ["mode", "issue", "cache", "quote", "expiry", "reissue", "retry", "revoke", "summary"]
+DEMO_STEPS = [
+    "mode",
+    "issue",
+    "cache",
+    "quote",
+    "expiry",
+    "reissue",
+    "retry",
+    "revoke",
+    "stream",
+    "summary",
+]
 MASKED = re.compile(r"^\S{4}…\S{4}\(\d+ chars\)$")
 
 
@@ -520,6 +531,9 @@ def test_emulator_serves_until_ctrl_c_and_prints_env_lines(
         base_url = found.group(0)
         assert "KIS_MODE=VTS" in seen
         assert f"KIS_VTS_BASE_URL={base_url}" in seen
+        ws_url = re.search(r"ws://127\.0\.0\.1:\d+", seen[0])
+        assert ws_url, seen
+        assert f"KIS_VTS_WS_URL={ws_url.group(0)}" in seen  # the real-time host is served too
         assert f"KIS_VTS_APP_KEY={DEMO_VTS_APP_KEY}" in seen
         # The public demo secret is printed on purpose (it is a .env line for the emulator).
         assert f"KIS_VTS_APP_SECRET={DEMO_VTS_APP_SECRET}" in seen

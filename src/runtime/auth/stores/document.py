@@ -14,21 +14,27 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from runtime import safejson
-from runtime.auth.ports import IssuanceLedger
-from runtime.broker.base import AccessToken, BrokerScope
-from runtime.errors import ScopeMismatchError
+from runtime.auth.ports import IssuanceLedger, LeaseHolder
+from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope
+from runtime.errors import ScopeMismatchError, StreamSessionHeldError
 from runtime.masking import fingerprint
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
     "SCHEMA_VERSION",
     "UnreadableEntry",
+    "approval_document",
+    "check_approval_scope",
     "check_scope",
     "empty_document",
+    "holder_document",
+    "holder_from_raw",
     "iso_or_none",
     "ledger_from_document",
     "load_all",
+    "parse_approval_document",
     "parse_document",
+    "session_held_error",
     "token_belongs_to",
     "token_from_document",
     "token_to_json",
@@ -73,20 +79,7 @@ def empty_document(scope: BrokerScope) -> dict[str, Any]:
 
 def parse_document(raw: bytes, scope: BrokerScope) -> dict[str, Any]:
     """The checked document of ``scope`` (file or Redis value), or UnreadableEntry saying why not."""
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise UnreadableEntry(f"{len(raw)} bytes is far too large for a token document")
-    try:
-        data = safejson.loads(raw.decode("utf-8"), max_depth=_MAX_DEPTH)
-    except UnicodeDecodeError:
-        raise UnreadableEntry("not UTF-8 text") from None
-    except safejson.JSONRefused as why:  # corrupt, truncated, too deep, a 5000-digit number...
-        raise UnreadableEntry(f"not a token document ({why})") from None
-    if not isinstance(data, dict):
-        raise UnreadableEntry("not a JSON object")
-    if data.get("schema") != SCHEMA_VERSION:
-        raise UnreadableEntry(f"unknown schema {data.get('schema')!r} (this version reads {SCHEMA_VERSION})")
-    if data.get("scope") != {"mode": scope.mode.value, "key_fingerprint": scope.key_fingerprint}:
-        raise UnreadableEntry(f"it names another scope than {scope}")
+    data = _checked_object(raw, scope)
     for field in ("last_issued_at", "blocked_until"):
         _datetime_or_none(data.get(field), field)
     token = data.get("token")
@@ -176,3 +169,85 @@ def _datetime_or_none(value: object, field: str) -> datetime | None:
 
 def iso_or_none(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
+
+
+def check_approval_scope(scope: BrokerScope, key: ApprovalKey) -> None:
+    """Refuse to file an approval key under another scope than its own."""
+    if key.scope != scope:
+        raise ScopeMismatchError(f"an approval key of {key.scope} cannot be stored for {scope}")
+
+
+def approval_document(scope: BrokerScope, key: ApprovalKey) -> dict[str, Any]:
+    """The approval key's own document (a file or a Redis value of its own, never the token's)."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "scope": {"mode": scope.mode.value, "key_fingerprint": scope.key_fingerprint},
+        "approval": {"value": key.value, "issued_at": key.issued_at.isoformat()},
+    }
+
+
+def parse_approval_document(raw: bytes, scope: BrokerScope) -> ApprovalKey:
+    """The approval key in ``raw``, or UnreadableEntry saying why not (never the value)."""
+    data = _checked_object(raw, scope)
+    entry = data.get("approval")
+    if not isinstance(entry, dict) or set(entry) != {"value", "issued_at"}:
+        raise UnreadableEntry("the approval entry does not have the expected fields")
+    issued_at = _datetime_or_none(entry["issued_at"], "issued_at")
+    if not isinstance(entry["value"], str) or issued_at is None:
+        raise UnreadableEntry("the approval entry has a value that is not text or no issue time")
+    try:
+        return ApprovalKey(value=entry["value"], scope=scope, issued_at=issued_at)
+    except ValueError:
+        raise UnreadableEntry("the approval entry does not pass validation") from None
+
+
+def holder_document(holder: LeaseHolder) -> dict[str, Any]:
+    """Who holds a stream lease, as stored beside the lease."""
+    return {"host": holder.host, "pid": holder.pid, "since": holder.since.isoformat()}
+
+
+def holder_from_raw(raw: bytes) -> LeaseHolder | None:
+    """The holder stored beside a lease, or None when it cannot be read."""
+    try:
+        data = _bounded_json(raw)
+        since = _datetime_or_none(data.get("since"), "since") if isinstance(data, dict) else None
+    except UnreadableEntry:
+        return None
+    if since is None or not isinstance(data.get("host"), str) or type(data.get("pid")) is not int:
+        return None
+    return LeaseHolder(host=data["host"][:255], pid=data["pid"], since=since)
+
+
+def _checked_object(raw: bytes, scope: BrokerScope) -> dict[str, Any]:
+    """The one bounded, typed reader of every stored document (token, ledger, approval key)."""
+    data = _bounded_json(raw)
+    if not isinstance(data, dict):
+        raise UnreadableEntry("not a JSON object")
+    if data.get("schema") != SCHEMA_VERSION:
+        raise UnreadableEntry(f"unknown schema {data.get('schema')!r} (this version reads {SCHEMA_VERSION})")
+    if data.get("scope") != {"mode": scope.mode.value, "key_fingerprint": scope.key_fingerprint}:
+        raise UnreadableEntry(f"it names another scope than {scope}")
+    return data
+
+
+def _bounded_json(raw: bytes) -> Any:
+    # Size, nesting and number length bounded: a planted value is a miss, never RecursionError.
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise UnreadableEntry(f"{len(raw)} bytes is far too large for a stored document")
+    try:
+        return safejson.loads(raw.decode("utf-8"), max_depth=_MAX_DEPTH)
+    except UnicodeDecodeError:
+        raise UnreadableEntry("not UTF-8 text") from None
+    except safejson.JSONRefused as why:  # corrupt, truncated, too deep, a 5000-digit number...
+        raise UnreadableEntry(f"not a stored document ({why})") from None
+
+
+def session_held_error(scope: BrokerScope, holder: LeaseHolder | None) -> StreamSessionHeldError:
+    """The typed refusal a second process gets: it names the holder, it never kicks it."""
+    who = str(holder) if holder is not None else "another process (holder unknown)"
+    return StreamSessionHeldError(
+        f"stream session held by {who} for {scope}: KIS allows one WebSocket session per app key; "
+        "stop that stream or subscribe through it",
+        holder_host=holder.host if holder else None,
+        holder_pid=holder.pid if holder else None,
+    )

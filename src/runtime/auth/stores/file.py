@@ -4,6 +4,11 @@ Layout: ``<folder>/<MODE>-<key fingerprint>.json`` holds the token and the scope
 ledger; ``<folder>/<MODE>-<key fingerprint>.lock`` is the per-scope lock (filelock) under which
 the token cache runs re-read -> re-check -> issue -> write, so N processes send one tokenP.
 
+The scope's WebSocket approval key has its own file, ``<MODE>-<fingerprint>.approval.json``;
+its one-session stream lease is ``<MODE>-<fingerprint>.stream.lock``, held with ``flock`` while
+a session is open (the kernel releases it when the holder dies), with the holder's host and pid
+in ``<MODE>-<fingerprint>.stream.json``.
+
 Writes are atomic (temporary file in the same folder, fsync, ``os.replace``, fsync of the
 folder): a reader sees the old file or the new one, never half of one, even if the writer is
 killed. Every file is created 0600 and the folder 0700. Anything unreadable -- corrupt,
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -28,21 +34,27 @@ from typing import Any
 
 import filelock
 
-from runtime.auth.ports import IssuanceLedger
+from runtime.auth.ports import IssuanceLedger, LeaseHolder
 from runtime.auth.stores.bounds import seconds_left
 from runtime.auth.stores.document import (
     MAX_DOCUMENT_BYTES,
     UnreadableEntry,
+    approval_document,
+    check_approval_scope,
     check_scope,
     empty_document,
+    holder_document,
+    holder_from_raw,
     iso_or_none,
     ledger_from_document,
     load_all,
+    parse_approval_document,
     parse_document,
+    session_held_error,
     token_from_document,
     token_to_json,
 )
-from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope, Mode
 from runtime.errors import TokenStoreError
 
 __all__ = ["FileTokenStore"]
@@ -115,6 +127,67 @@ class FileTokenStore:
             data["blocked_until"] = iso_or_none(ledger.blocked_until)
             self._write(scope, data)
 
+    # --- approval key -------------------------------------------------------------------
+
+    def approval_path_for(self, scope: BrokerScope) -> Path:
+        """The approval key's own file of ``scope``."""
+        return self._folder / f"{scope.mode.value}-{scope.key_fingerprint}.approval.json"
+
+    def load_approval(self, scope: BrokerScope) -> ApprovalKey | None:
+        path = self.approval_path_for(scope)
+        raw = self._read_bytes(path)
+        if raw is None:
+            return None
+        try:
+            return parse_approval_document(raw, scope)
+        except UnreadableEntry as why:
+            _log.warning("ignoring approval key file %s: %s", path, why)
+            return None
+
+    def save_approval(self, scope: BrokerScope, key: ApprovalKey) -> None:
+        check_approval_scope(scope, key)
+        self._write_path(self.approval_path_for(scope), approval_document(scope, key))
+
+    def delete_approval(self, scope: BrokerScope) -> None:
+        path = self.approval_path_for(scope)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise TokenStoreError(f"cannot delete {path}: {exc.strerror or exc}") from exc
+
+    # --- stream lease ----------------------------------------------------------------------
+
+    def acquire_stream_lease(self, scope: BrokerScope, holder: LeaseHolder) -> _FileLease:
+        """``flock`` on ``<scope>.stream.lock`` without waiting; the holder's name in the sidecar."""
+        self._prepare()
+        base = f"{scope.mode.value}-{scope.key_fingerprint}.stream"
+        lock_path, sidecar = self._folder / f"{base}.lock", self._folder / f"{base}.json"
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(lock_path, flags, 0o600)
+        except OSError as exc:
+            raise TokenStoreError(f"cannot open {lock_path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise session_held_error(scope, self._holder_in(sidecar)) from None
+        except OSError as exc:
+            os.close(fd)
+            raise TokenStoreError(f"cannot lock {lock_path}: {exc.strerror or exc}") from exc
+        try:
+            self._write_path(sidecar, holder_document(holder))
+        except TokenStoreError:
+            os.close(fd)  # closing the descriptor drops the flock
+            raise
+        return _FileLease(fd, sidecar, holder)
+
+    def _holder_in(self, sidecar: Path) -> LeaseHolder | None:
+        raw = self._read_bytes(sidecar)
+        return holder_from_raw(raw) if raw is not None else None
+
     # --- lock ----------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -167,14 +240,15 @@ class FileTokenStore:
                 raise TokenStoreError(
                     f"cannot create token folder {self._folder}: {exc.strerror or exc}"
                 ) from exc
-        self._folder_is_safe()
+        self._folder_is_safe(tighten=True)
 
-    def _folder_is_safe(self) -> bool:
+    def _folder_is_safe(self, *, tighten: bool = False) -> bool:
         """True when the folder exists and is ours alone; False when it does not exist yet.
 
         As ssh refuses a loose ``~/.ssh``: a folder owned by another user, or writable by
         others, is refused with TokenStoreError -- whoever can write there can plant a FIFO, a
-        lock-file symlink or a token of their choosing. One readable by others is tightened."""
+        lock-file symlink or a token of their choosing. One readable by others is tightened
+        before the first write (``tighten``); a read changes nothing."""
         if self._ready:
             return True
         try:
@@ -194,6 +268,8 @@ class FileTokenStore:
                 f"or planted by someone else; use a folder of your own (chmod 700 it), or set "
                 f"QTS_TOKEN_STORE=file:PATH to another one"
             )
+        if not tighten:
+            return True
         if stat.S_IMODE(info.st_mode) & 0o077:
             try:
                 os.chmod(self._folder, 0o700)
@@ -220,12 +296,12 @@ class FileTokenStore:
         with self.issuance_lock(scope, _WRITE_LOCK_TIMEOUT_S):
             yield
 
-    def _read(self, scope: BrokerScope) -> dict[str, Any] | None:
+    def _read_bytes(self, path: Path) -> bytes | None:
+        # Every read (token, approval key, lease holder) first checks the folder is ours alone.
         if not self._folder_is_safe():
             return None
-        path = self.path_for(scope)
         try:
-            raw = _read_private(path)
+            return _read_private(path)
         except FileNotFoundError:
             return None
         except UnreadableEntry as why:
@@ -234,6 +310,12 @@ class FileTokenStore:
         except OSError as exc:
             _log.warning("ignoring token file %s: cannot read it (%s)", path, exc.strerror or exc)
             return None
+
+    def _read(self, scope: BrokerScope) -> dict[str, Any] | None:
+        path = self.path_for(scope)
+        raw = self._read_bytes(path)
+        if raw is None:
+            return None
         try:
             return parse_document(raw, scope)
         except UnreadableEntry as why:
@@ -241,8 +323,10 @@ class FileTokenStore:
             return None
 
     def _write(self, scope: BrokerScope, data: dict[str, Any]) -> None:
+        self._write_path(self.path_for(scope), data)
+
+    def _write_path(self, path: Path, data: dict[str, Any]) -> None:
         self._prepare()
-        path = self.path_for(scope)
         payload = json.dumps(data, sort_keys=True, indent=1).encode("utf-8")
         try:
             fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self._folder)
@@ -268,6 +352,42 @@ def folder_problem(uid: int, mode: int) -> str | None:
     if stat.S_IMODE(mode) & 0o022:
         return f"it is writable by other users (mode {stat.S_IMODE(mode):04o})"
     return None
+
+
+class _FileLease:
+    """A held ``flock``: released by :meth:`release` or by the kernel when the process dies."""
+
+    def __init__(self, fd: int, sidecar: Path, holder: LeaseHolder) -> None:
+        self._fd: int | None = fd
+        self._sidecar = sidecar
+        self._holder = holder
+        self._guard = threading.Lock()
+
+    @property
+    def holder(self) -> LeaseHolder:
+        return self._holder
+
+    @property
+    def lost(self) -> bool:
+        return False  # a flock cannot be taken from a living holder
+
+    def release(self) -> None:
+        with self._guard:
+            fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        # The sidecar first: once the lock is free, the next holder writes its own.
+        if holder_from_raw(_read_or_empty(self._sidecar)) == self._holder:
+            with contextlib.suppress(OSError):
+                self._sidecar.unlink()
+        os.close(fd)
+
+
+def _read_or_empty(path: Path) -> bytes:
+    try:
+        return _read_private(path)
+    except (OSError, UnreadableEntry):
+        return b""
 
 
 def _read_private(path: Path) -> bytes:

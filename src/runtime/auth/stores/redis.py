@@ -7,7 +7,11 @@ Keys (``prefix`` defaults to ``qts``):
 - ``qts:ledger:<MODE>:<fingerprint>`` -- the scope's issuance ledger (one hour TTL: it only
   matters for a minute);
 - ``qts:lock:<MODE>:<fingerprint>`` -- redis-py's ``Lock`` (SET NX PX with a token-checked
-  release), held for re-read -> re-check -> issue -> write, so one host sends the tokenP.
+  release), held for re-read -> re-check -> issue -> write, so one host sends the tokenP;
+- ``qts:approval:<MODE>:<fingerprint>`` -- the WebSocket approval key, its own document, with a
+  TTL of 24 h from its issue (KIS's documented life);
+- ``qts:stream:<MODE>:<fingerprint>`` -- the one-WebSocket-session lease: SET NX PX with a short
+  TTL, renewed by a thread while the session is open, so it dies within the TTL with its holder.
 
 Needs the optional extra: ``pip install 'qts-runtime[redis]'``. A corrupt or foreign value is
 a miss with a warning; only an unreachable server raises TokenStoreError.
@@ -19,6 +23,8 @@ import contextlib
 import json
 import logging
 import re
+import secrets
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -28,21 +34,27 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from runtime.auth.ports import ClockPort, IssuanceLedger
+from runtime.auth.ports import ClockPort, IssuanceLedger, LeaseHolder
 from runtime.auth.stores.bounds import seconds_left, within
 from runtime.auth.stores.document import (
     MAX_DOCUMENT_BYTES,
     UnreadableEntry,
+    approval_document,
+    check_approval_scope,
     check_scope,
     empty_document,
+    holder_document,
+    holder_from_raw,
     iso_or_none,
     ledger_from_document,
     load_all,
+    parse_approval_document,
     parse_document,
+    session_held_error,
     token_from_document,
     token_to_json,
 )
-from runtime.broker.base import AccessToken, BrokerScope, Mode
+from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope, Mode
 from runtime.deadline import Deadline
 from runtime.errors import TokenStoreError
 
@@ -51,6 +63,13 @@ __all__ = ["RedisTokenStore"]
 _log = logging.getLogger(__name__)
 
 _LEDGER_TTL = timedelta(hours=1)
+_APPROVAL_TTL = timedelta(hours=24)  # KIS_API.md §7: "접속키의 유효기간은 24시간"
+# Compare-and-act on the lease: only the nonce that set it may renew or delete it.
+_RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _MIN_TTL = timedelta(seconds=1)
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _SOCKET_TIMEOUT_S = 5.0
@@ -72,6 +91,7 @@ class RedisTokenStore:
         *,
         prefix: str = "qts",
         lock_lease_s: float = 120.0,
+        stream_lease_s: float = 15.0,
     ) -> None:
         if not _PREFIX.fullmatch(prefix):
             raise ValueError("prefix must be 1-64 letters, digits, '_', '-' or '.'")
@@ -80,6 +100,7 @@ class RedisTokenStore:
         self._clock = clock
         self._prefix = prefix
         self._lease_s = lock_lease_s
+        self._stream_lease_s = stream_lease_s
 
     @classmethod
     def from_url(cls, url: str, clock: ClockPort, **options: Any) -> RedisTokenStore:
@@ -169,6 +190,45 @@ class RedisTokenStore:
             except (redis.exceptions.RedisError, TokenStoreError) as exc:
                 _log.warning("could not release the token lock for %s: %s", scope, exc)
 
+    # --- approval key -------------------------------------------------------------------
+
+    def load_approval(self, scope: BrokerScope) -> ApprovalKey | None:
+        key = self._key("approval", scope)
+        raw = self._get_bounded(key)
+        if raw is None:
+            return None
+        try:
+            return parse_approval_document(raw, scope)
+        except UnreadableEntry as why:
+            _log.warning("ignoring Redis key %s: %s", key, why)
+            return None
+
+    def save_approval(self, scope: BrokerScope, key: ApprovalKey) -> None:
+        check_approval_scope(scope, key)
+        ttl = max(key.issued_at + _APPROVAL_TTL - self._clock.now(), _MIN_TTL)
+        with self._errors("save an approval key to"):
+            self._client.set(self._key("approval", scope), _dump(approval_document(scope, key)), px=_ms(ttl))
+
+    def delete_approval(self, scope: BrokerScope) -> None:
+        with self._errors("delete an approval key from"):
+            self._client.delete(self._key("approval", scope))
+
+    # --- stream lease ----------------------------------------------------------------------
+
+    def acquire_stream_lease(self, scope: BrokerScope, holder: LeaseHolder) -> _RedisLease:
+        """SET NX PX; a renewal thread keeps it while the session is open."""
+        key = self._key("stream", scope)
+        nonce = secrets.token_hex(16)
+        value = json.dumps({**holder_document(holder), "nonce": nonce}, sort_keys=True).encode()
+        ttl_ms = _ms(timedelta(seconds=self._stream_lease_s))
+        with self._errors("take the stream lease in"):
+            taken = self._client.set(key, value, nx=True, px=ttl_ms)
+        if not taken:
+            raise session_held_error(scope, holder_from_raw(self._get_bounded(key) or b""))
+        lease = _RedisLease(self._client, key, value, holder, ttl_ms)
+        lease.start()
+        return lease
+
     # --- listing ----------------------------------------------------------------------
 
     def tokens(self) -> list[AccessToken]:
@@ -183,7 +243,19 @@ class RedisTokenStore:
     # --- helpers -------------------------------------------------------------------------------
 
     def _get_document(self, key: str, scope: BrokerScope) -> dict[str, Any] | None:
-        # GETRANGE, never GET: a 128 MiB value planted at the key costs one bounded read.
+        raw = self._get_bounded(key)
+        if raw is None:
+            return None
+        try:
+            return parse_document(raw, scope)
+        except UnreadableEntry as why:
+            _log.warning("ignoring Redis key %s: %s", key, why)
+            return None
+
+    def _get_bounded(self, key: str) -> bytes | None:
+        """The value at ``key``, or None when missing, not a string, or too large to be ours.
+
+        GETRANGE, never GET: a 128 MiB value planted at the key costs one bounded read."""
         try:
             with self._errors("read from"):
                 raw = self._client.getrange(key, 0, MAX_DOCUMENT_BYTES)
@@ -194,18 +266,11 @@ class RedisTokenStore:
             raise
         if not raw:  # a missing key reads as empty; a document is never empty
             return None
-        if not isinstance(raw, bytes):
-            raw = str(raw).encode("utf-8")
+        raw = raw if isinstance(raw, bytes) else str(raw).encode("utf-8")
         if len(raw) > MAX_DOCUMENT_BYTES:
-            _log.warning(
-                "ignoring Redis key %s: more than %d bytes is not a token document", key, MAX_DOCUMENT_BYTES
-            )
+            _log.warning("ignoring Redis key %s: more than %d bytes is not ours", key, MAX_DOCUMENT_BYTES)
             return None
-        try:
-            return parse_document(raw, scope)
-        except UnreadableEntry as why:
-            _log.warning("ignoring Redis key %s: %s", key, why)
-            return None
+        return raw
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -213,6 +278,59 @@ class RedisTokenStore:
             yield
         except redis.exceptions.RedisError as exc:
             raise TokenStoreError(f"could not {action} the Redis token store: {exc}") from exc
+
+
+class _RedisLease:
+    """A Redis stream lease and the daemon thread renewing it every third of its TTL."""
+
+    def __init__(self, client: redis.Redis, key: str, value: bytes, holder: LeaseHolder, ttl_ms: int) -> None:
+        self._client, self._key, self._value, self._holder, self._ttl_ms = client, key, value, holder, ttl_ms
+        self._stop = threading.Event()
+        self._released = False
+        self._lost = False
+        self._thread = threading.Thread(target=self._renew, name="qts-stream-lease", daemon=True)
+
+    @property
+    def holder(self) -> LeaseHolder:
+        return self._holder
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self._client.eval(_RELEASE, 1, self._key, self._value)
+        except redis.exceptions.RedisError as exc:
+            _log.warning("could not release the stream lease %s (it expires by itself): %s", self._key, exc)
+
+    def _renew(self) -> None:
+        misses = 0
+        while not self._stop.wait(self._ttl_ms / 3000):
+            try:
+                renewed = self._client.eval(_RENEW, 1, self._key, self._value, self._ttl_ms)
+            except redis.exceptions.RedisError as exc:
+                misses += 1
+                _log.warning("could not renew the stream lease %s: %s", self._key, exc)
+                if misses >= 3:  # a whole TTL without renewal: another host may hold it now
+                    self._lost = True
+                    return
+                continue
+            misses = 0
+            if not renewed:
+                _log.warning(
+                    "the stream lease %s was lost (expired or taken); the session must close", self._key
+                )
+                self._lost = True
+                return
 
 
 def _dump(document: dict[str, Any]) -> bytes:

@@ -20,6 +20,7 @@ from runtime import scrub
 from runtime.broker.base import (
     AccessToken,
     AppCredentials,
+    ApprovalKey,
     BrokerRequest,
     BrokerResponse,
     BrokerScope,
@@ -129,6 +130,15 @@ class KISBrokerAdapter:
         scrub.register(token.value)
         _log.debug("tokenP answered for %s: %s", self._scope, token.masked)
         return token
+
+    def issue_approval_key(self, *, deadline: Deadline) -> ApprovalKey:
+        body = auth.approval_body(self._credentials.app_key, self._credentials.app_secret)
+        reply = self._exchange(
+            "POST", auth.APPROVAL_PATH, self._auth_headers, deadline, body=body, idempotent=False
+        )
+        key = auth.parse_approval_reply(reply, scope=self._scope, now=self._clock.now(), scrub=self._scrub)
+        _log.debug("Approval answered for %s: %s", self._scope, key.masked)
+        return key
 
     def revoke_token(self, token: AccessToken, *, deadline: Deadline) -> None:
         with _scrubbed_errors():

@@ -13,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from runtime.broker.base import AccessToken, BrokerScope
+from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope
 from runtime.broker.kis.transport import HttpReply
 from runtime.broker.kis.wire import (
+    ApprovalReply,
     CallEnvelope,
     RevokeReply,
     TokenReply,
@@ -36,13 +37,16 @@ from runtime.errors import (
 )
 
 __all__ = [
+    "APPROVAL_PATH",
     "KST",
     "MAX_TOKEN_LIFETIME",
     "REVOKE_PATH",
     "TOKEN_PATH",
+    "approval_body",
     "error_for_code",
     "format_kst",
     "jwt_claim",
+    "parse_approval_reply",
     "parse_kst",
     "parse_revoke_reply",
     "parse_token_reply",
@@ -53,6 +57,8 @@ __all__ = [
 KST = ZoneInfo("Asia/Seoul")
 TOKEN_PATH = "/oauth2/tokenP"  # noqa: S105 (a URL path, not a password)
 REVOKE_PATH = "/oauth2/revokeP"
+APPROVAL_PATH = "/oauth2/Approval"
+_MAX_APPROVAL_CHARS = 512  # SPEC gives length 286; UUID-like keys are 36
 _KST_FORMAT = "%Y-%m-%d %H:%M:%S"
 #: Individual customers get 24 h tokens (§2). Anything beyond two days is not a KIS answer we trust.
 MAX_TOKEN_LIFETIME = timedelta(days=2)
@@ -74,6 +80,28 @@ def token_body(app_key: str, app_secret: str) -> bytes:
     return json.dumps(
         {"grant_type": "client_credentials", "appkey": app_key, "appsecret": app_secret}
     ).encode()
+
+
+def approval_body(app_key: str, app_secret: str) -> bytes:
+    """The Approval request body (§7): the secret goes in ``secretkey``, not ``appsecret``."""
+    return json.dumps(
+        {"grant_type": "client_credentials", "appkey": app_key, "secretkey": app_secret}
+    ).encode()
+
+
+def parse_approval_reply(reply: HttpReply, *, scope: BrokerScope, now: datetime, scrub: Scrub) -> ApprovalKey:
+    """An Approval answer to an ApprovalKey (issued ``now``), or the typed error it stands for."""
+    data = _decode_or_raise(reply, "the Approval answer", scrub)
+    _raise_for_kis_error(reply, data, scrub)
+    if reply.status != 200:
+        raise _status_error(reply.status, "Approval")
+    fields = structure(data, ApprovalReply, "the Approval answer")
+    if len(fields.approval_key) > _MAX_APPROVAL_CHARS:
+        raise MalformedResponseError("the Approval answer carries an implausibly long key")
+    try:
+        return ApprovalKey(value=fields.approval_key, scope=scope, issued_at=now)
+    except ValueError:
+        raise MalformedResponseError("the Approval answer carries a key with forbidden characters") from None
 
 
 def revoke_body(app_key: str, app_secret: str, token: str) -> bytes:

@@ -17,6 +17,7 @@ from runtime import safejson
 from runtime.errors import MalformedResponseError
 
 __all__ = [
+    "ApprovalReply",
     "CallEnvelope",
     "RevokeReply",
     "TokenErrorReply",
@@ -36,6 +37,13 @@ class TokenReply:
     token_type: str
     access_token_token_expired: str | None = None
     expires_in: int | None = None
+
+
+@attrs.frozen
+class ApprovalReply:
+    """``/oauth2/Approval`` success (KIS_API.md §7): the key alone, no expiry."""
+
+    approval_key: str
 
 
 @attrs.frozen
