@@ -155,7 +155,7 @@ def _timed(action: Callable[[], object]) -> tuple[BaseException | None, float]:
     return None, time.monotonic() - started
 
 
-@pytest.mark.parametrize("endpoint", ["token", "call", "revoke"])
+@pytest.mark.parametrize("endpoint", ["token", "call", "revoke", "approval"])
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_every_exchange_ends_within_its_deadline_whatever_the_server_drips(
     attack: str, endpoint: str, adapter_for: Callable[[str], KISBrokerAdapter]
@@ -173,6 +173,7 @@ def test_every_exchange_ends_within_its_deadline_whatever_the_server_drips(
                 deadline=_within(DEADLINE_S),
             ),
             "revoke": lambda: adapter.revoke_token(token, deadline=_within(DEADLINE_S)),
+            "approval": lambda: adapter.issue_approval_key(deadline=_within(DEADLINE_S)),
         }
         error, elapsed = _timed(actions[endpoint])
     finally:

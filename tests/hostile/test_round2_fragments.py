@@ -187,7 +187,7 @@ def _error_texts(exc: BaseException) -> list[str]:
     return texts
 
 
-@pytest.mark.parametrize("endpoint", ["token", "call", "revoke"])
+@pytest.mark.parametrize("endpoint", ["token", "call", "revoke", "approval"])
 @pytest.mark.parametrize("case", list(ECHOES))
 def test_no_fragment_in_any_error_or_log_record(
     case: str,
@@ -205,6 +205,7 @@ def test_no_fragment_in_any_error_or_log_record(
                 BrokerRequest("GET", PRICE_PATH, PRICE_TR_ID, params=PRICE_PARAMS), TOKEN, deadline=_within(3)
             ),
             "revoke": lambda: adapter.revoke_token(TOKEN, deadline=_within(3)),
+            "approval": lambda: adapter.issue_approval_key(deadline=_within(3)),
         }
         error: BaseException | None = None
         try:

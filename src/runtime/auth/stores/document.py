@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
-from runtime import safejson
+from runtime import safejson, scrub
 from runtime.auth.ports import IssuanceLedger, LeaseHolder
 from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope
 from runtime.errors import ScopeMismatchError, StreamSessionHeldError
@@ -115,11 +115,13 @@ def _token_from_raw(raw: object, scope: BrokerScope) -> AccessToken:
     if not token_belongs_to(value, scope):
         raise UnreadableEntry(f"the token names another app key than {scope} (JWT jti); never sent")
     try:
-        return AccessToken(
+        token = AccessToken(
             value=value, token_type=token_type, expires_at=expires_at, issued_at=issued_at, scope=scope
         )
     except ValueError:
         raise UnreadableEntry("the token entry does not pass validation") from None
+    scrub.register(token.value)  # held by this process from now on: never printable, even in part
+    return token
 
 
 def token_belongs_to(value: str, scope: BrokerScope) -> bool:
@@ -196,9 +198,11 @@ def parse_approval_document(raw: bytes, scope: BrokerScope) -> ApprovalKey:
     if not isinstance(entry["value"], str) or issued_at is None:
         raise UnreadableEntry("the approval entry has a value that is not text or no issue time")
     try:
-        return ApprovalKey(value=entry["value"], scope=scope, issued_at=issued_at)
+        key = ApprovalKey(value=entry["value"], scope=scope, issued_at=issued_at)
     except ValueError:
         raise UnreadableEntry("the approval entry does not pass validation") from None
+    scrub.register(key.value)  # held by this process from now on: never printable, even in part
+    return key
 
 
 def holder_document(holder: LeaseHolder) -> dict[str, Any]:

@@ -132,11 +132,16 @@ class KISBrokerAdapter:
         return token
 
     def issue_approval_key(self, *, deadline: Deadline) -> ApprovalKey:
+        with _scrubbed_errors():
+            return self._issue_approval_key(deadline)
+
+    def _issue_approval_key(self, deadline: Deadline) -> ApprovalKey:
         body = auth.approval_body(self._credentials.app_key, self._credentials.app_secret)
         reply = self._exchange(
             "POST", auth.APPROVAL_PATH, self._auth_headers, deadline, body=body, idempotent=False
         )
         key = auth.parse_approval_reply(reply, scope=self._scope, now=self._clock.now(), scrub=self._scrub)
+        scrub.register(key.value)  # an approval key is a secret like a token
         _log.debug("Approval answered for %s: %s", self._scope, key.masked)
         return key
 
