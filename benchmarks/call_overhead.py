@@ -19,7 +19,7 @@ import urllib3
 
 from _common import Measured, distribution, emulator_process, ns_to_us, perf_ns, run_script, target
 from kis_emulator import demo_account
-from runtime.auth.pacing import Pacer
+from runtime.auth.call_budget.memory import InProcessCallBudget
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
@@ -60,7 +60,7 @@ def run(quick: bool) -> Measured:
         )
         cache = TokenCache(adapter, InMemoryTokenStore(), clock)
         # Pacing off (1e9/s): this measures the layer's cost, not KIS's per-second limit.
-        kis = KISRuntime(adapter, cache, clock, pacer=Pacer(clock, 1e9))
+        kis = KISRuntime(adapter, cache, clock, call_budget=InProcessCallBudget(clock, 1e9))
         token = kis.access_token()
         headers = {
             "content-type": "application/json; charset=utf-8",
@@ -137,7 +137,7 @@ def run(quick: bool) -> Measured:
         targets,
         notes=[
             "A and B interleaved A B A B in one run against one emulator child process (no call limit).",
-            "Pacer set to 1e9/s; both PoolManagers from runtime.bootstrap.build_http.",
+            "Call budget set to 1e9/s; both PoolManagers from runtime.bootstrap.build_http.",
         ],
     )
 

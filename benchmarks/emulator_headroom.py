@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 from _common import Measured, distribution, emulator_process, ns_to_us, perf_ns, run_script, target
 from kis_emulator import demo_account
-from runtime.auth.pacing import Pacer
+from runtime.auth.call_budget.memory import InProcessCallBudget
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores.memory import InMemoryTokenStore
 from runtime.auth.token_cache import TokenCache
@@ -102,7 +102,10 @@ def run(quick: bool) -> Measured:
             clock=clock,
         )
         kis = KISRuntime(
-            adapter, TokenCache(adapter, InMemoryTokenStore(), clock), clock, pacer=Pacer(clock, 1e9)
+            adapter,
+            TokenCache(adapter, InMemoryTokenStore(), clock),
+            clock,
+            call_budget=InProcessCallBudget(clock, 1e9),
         )
         token = kis.access_token()
         split = urlsplit(base_url)

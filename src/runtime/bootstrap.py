@@ -7,30 +7,39 @@ machinery, the clock and the time limits.
 
 from __future__ import annotations
 
-import ssl
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import urllib3
-
-from runtime.auth.approval_cache import ApprovalKeyCache
-from runtime.auth.budget import ISSUE_INTERVAL, IssuanceBudget, WaitHook
-from runtime.auth.pacing import Pacer
-from runtime.auth.ports import TokenStorePort
-from runtime.auth.session import KISRuntime
+from runtime.auth.budget import ISSUE_INTERVAL, ISSUE_MARGIN, IssuanceBudget, WaitHook
+from runtime.auth.call_budget.memory import InProcessCallBudget
+from runtime.auth.ports import CallBudgetPort, TokenStorePort
 from runtime.auth.stores.memory import InMemoryTokenStore
-from runtime.auth.stream import RealtimeSession
-from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import BrokerAuthPort
-from runtime.broker.kis.adapter import KISBrokerAdapter
-from runtime.broker.kis.stream import KISRealtimeConnector
-from runtime.broker.realtime import RealtimeConnectorPort
 from runtime.clock import ClockPort, SystemClock
 from runtime.config import default_token_folder
 from runtime.errors import ConfigError, ScopeMismatchError
 from runtime.settings import Settings, StoreKind, TokenStoreSpec
 
-__all__ = ["build_approvals", "build_http", "build_runtime", "build_store", "build_stream"]
+# The HTTP library and the runtime are imported where a runtime is built, so that `qts status`
+# (build_store and build_call_budget only) never loads urllib3.
+if TYPE_CHECKING:
+    import urllib3
+
+    from runtime.auth.approval_cache import ApprovalKeyCache
+    from runtime.auth.session import KISRuntime
+    from runtime.auth.stream import RealtimeSession
+    from runtime.auth.token_cache import TokenCache
+    from runtime.broker.realtime import RealtimeConnectorPort
+
+__all__ = [
+    "build_approvals",
+    "build_call_budget",
+    "build_http",
+    "build_runtime",
+    "build_store",
+    "build_stream",
+]
 
 # One pool per host; enough connections for a few worker threads to share keep-alive.
 _POOL_SIZE = 8
@@ -44,6 +53,7 @@ def build_runtime(
     broker: BrokerAuthPort | None = None,
     http: urllib3.PoolManager | None = None,
     on_wait: WaitHook | None = None,
+    call_budget: CallBudgetPort | None = None,
 ) -> KISRuntime:
     """Wire a KISRuntime for ``settings``; any part may be replaced (tests pass fakes).
 
@@ -55,9 +65,13 @@ def build_runtime(
     Raises ConfigError when the settings ask for something that cannot be built, and
     ScopeMismatchError when an injected broker serves another (mode, key) than the settings.
     """
+    from runtime.auth.session import KISRuntime
+
     clock = clock or SystemClock()
     owned_http = http is None and broker is None
     if broker is None:
+        from runtime.broker.kis.adapter import KISBrokerAdapter
+
         http = http or build_http(settings.ca_bundle)
         broker = KISBrokerAdapter(
             settings.mode, settings.credentials, http, base_url=settings.base_url, clock=clock
@@ -67,18 +81,39 @@ def build_runtime(
             f"the broker serves {broker.scope} but the settings are for {settings.scope}"
         )
     store = store if store is not None else build_store(settings.token_store, clock=clock)
+    cache = _build_cache(settings, broker, store, clock, on_wait)
+    on_close = http.clear if owned_http and http is not None else None
+    # The call budget is shared as widely as the tokens: the same store choice.
+    call_budget = call_budget or build_call_budget(
+        settings.token_store, settings.calls_per_second, clock=clock
+    )
+    return KISRuntime(
+        broker,
+        cache,
+        clock,
+        call_deadline_s=settings.call_deadline_s,
+        call_budget=call_budget,
+        on_close=on_close,
+    )
+
+
+def _build_cache(
+    settings: Settings,
+    broker: BrokerAuthPort,
+    store: TokenStorePort,
+    clock: ClockPort,
+    on_wait: WaitHook | None,
+) -> TokenCache:
+    from runtime.auth.token_cache import TokenCache
+
     budget = IssuanceBudget(
         clock,
         wait=settings.wait_on_rate_limit,
-        min_interval=ISSUE_INTERVAL if store.shared else timedelta(0),
+        # A tokenP killed in flight may be counted by KIS from its answer, not from our send.
+        min_interval=ISSUE_INTERVAL + ISSUE_MARGIN if store.shared else timedelta(0),
         on_wait=on_wait,
     )
-    cache = TokenCache(broker, store, clock, margin=settings.refresh_margin, budget=budget)
-    on_close = http.clear if owned_http and http is not None else None
-    pacer = Pacer(clock, settings.calls_per_second)
-    return KISRuntime(
-        broker, cache, clock, call_deadline_s=settings.call_deadline_s, pacer=pacer, on_close=on_close
-    )
+    return TokenCache(broker, store, clock, margin=settings.refresh_margin, budget=budget)
 
 
 def build_approvals(
@@ -92,8 +127,12 @@ def build_approvals(
     """The approval-key cache for ``settings``: memory, then the store, then ``/oauth2/Approval``.
 
     Raises ConfigError and ScopeMismatchError as :func:`build_runtime` does."""
+    from runtime.auth.approval_cache import ApprovalKeyCache
+
     clock = clock or SystemClock()
     if broker is None:
+        from runtime.broker.kis.adapter import KISBrokerAdapter
+
         broker = KISBrokerAdapter(
             settings.mode,
             settings.credentials,
@@ -125,6 +164,9 @@ def build_stream(
     Nothing connects until the first ``subscribe``. With a shared store (file, Redis) the
     one-session lease and the approval key are shared with every process using that store.
     Raises ConfigError and ScopeMismatchError as :func:`build_runtime` does."""
+    from runtime.auth.stream import RealtimeSession
+    from runtime.broker.kis.stream import KISRealtimeConnector
+
     clock = clock or SystemClock()
     store = store if store is not None else build_store(settings.token_store, clock=clock)
     approvals = build_approvals(settings, clock=clock, store=store, broker=broker, http=http)
@@ -148,6 +190,10 @@ def build_http(ca_bundle: Path | None = None) -> urllib3.PoolManager:
 
     No pool-wide retries or timeouts: every request sets its own, from the call's deadline
     (runtime.broker.kis.transport)."""
+    import ssl
+
+    import urllib3
+
     context = ssl.create_default_context()
     if ca_bundle is not None:
         try:
@@ -180,3 +226,36 @@ def build_store(spec: TokenStoreSpec, *, clock: ClockPort | None = None) -> Toke
         except ValueError as exc:
             raise ConfigError(f"QTS_TOKEN_STORE: not a Redis URL redis-py can use ({exc})") from exc
     raise ConfigError(f"QTS_TOKEN_STORE: unknown store kind {spec.kind.value}")  # pragma: no cover
+
+
+def build_call_budget(
+    spec: TokenStoreSpec, limit_per_s: float, *, clock: ClockPort | None = None
+) -> CallBudgetPort:
+    """The key's call budget, shared as widely as the token store ``spec`` names: in-process for
+    memory, every process of the host for file (beside the token files), every host for Redis.
+
+    ``limit_per_s`` is the key's whole limit (``QTS_MAX_RPS``); a shared budget degrades to a
+    local quarter of it while its state cannot be reached. Raises ConfigError like build_store."""
+    clock = clock or SystemClock()
+    if spec.kind is StoreKind.MEMORY:
+        return InProcessCallBudget(clock, limit_per_s)
+    from runtime.auth.call_budget.fallback import FallbackCallBudget
+
+    shared: CallBudgetPort
+    if spec.kind is StoreKind.FILE:
+        from runtime.auth.call_budget.file import FileCallBudget
+
+        shared = FileCallBudget(spec.location or default_token_folder(), clock, limit_per_s)
+    else:
+        try:
+            from runtime.auth.call_budget.redis import RedisCallBudget
+        except ImportError as exc:
+            raise ConfigError(
+                "QTS_TOKEN_STORE: the redis store needs redis-py; install it with "
+                "pip install 'qts-runtime[redis]'"
+            ) from exc
+        try:
+            shared = RedisCallBudget.from_url(spec.location or "", clock, limit_per_s)
+        except ValueError as exc:
+            raise ConfigError(f"QTS_TOKEN_STORE: not a Redis URL redis-py can use ({exc})") from exc
+    return FallbackCallBudget(shared, clock, limit_per_s)

@@ -185,7 +185,7 @@ class _Raw:
             deadline_s=env.float("QTS_CALL_DEADLINE_S", DEFAULT_CALL_DEADLINE_S),
             store=env.str("QTS_TOKEN_STORE", _DEFAULT_STORE),
             wait_on_rate_limit=bool(env.bool("QTS_WAIT_ON_RATE_LIMIT", True)),
-            max_rps=env.str("QTS_MAX_RPS", ""),  # empty: the mode's default (VTS 2/s, REAL 15/s)
+            max_rps=env.str("QTS_MAX_RPS", ""),  # empty: the key's documented limit (VTS 2/s, REAL 20/s)
             ca=env.str("KIS_CA_BUNDLE", ""),
             urls={m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode},
             ws_urls={m: env.str(f"KIS_{m.value}_WS_URL", "") for m in Mode},

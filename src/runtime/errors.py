@@ -23,6 +23,7 @@ __all__ = [
     "ApprovalKeyRejectedError",
     "BrokerCallError",
     "BrokerUnavailableError",
+    "CallBudgetExhaustedError",
     "CallRateLimitedError",
     "ConfigError",
     "CredentialsRejectedError",
@@ -151,6 +152,28 @@ class CallRateLimitedError(RateLimitedError):
     """More calls per second than KIS allows (EGW00201)."""
 
     hint = "Too many calls per second for this key; slow down (QTS_MAX_RPS) and try again."
+
+
+class CallBudgetExhaustedError(RateLimitedError):
+    """The key's shared call budget has no slot before this call's deadline; nothing was sent.
+
+    ``queue_s`` is how far ahead the key's budget is already booked (``retry_after`` too) and
+    ``queue`` about how many calls wait ahead of this one, across every process on the key.
+    """
+
+    hint = (
+        "The key's call budget (QTS_MAX_RPS, shared by every process on the key) is booked past the "
+        "call deadline; try again shortly, or give calls more time (QTS_CALL_DEADLINE_S)."
+    )
+
+    def __init__(self, message: str, *, retry_after: timedelta, queue: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.queue = queue
+
+    @property
+    def queue_s(self) -> float:
+        """Seconds until the first free slot of the key's budget."""
+        return self.retry_after.total_seconds()
 
 
 class BrokerUnavailableError(QTSError):

@@ -31,8 +31,9 @@ __all__ = [
 DEFAULT_CALL_DEADLINE_S: Final = 20.0
 #: QTS_REFRESH_MARGIN_S: a token is reissued when less than this is left of its life.
 DEFAULT_REFRESH_MARGIN: Final = timedelta(seconds=600)
-#: QTS_MAX_RPS unset: VTS allows about 2/s, REAL 20/s (KIS_API.md §11); REAL keeps headroom.
-DEFAULT_MAX_RPS: Final[Mapping[Mode, float]] = MappingProxyType({Mode.VTS: 2.0, Mode.REAL: 15.0})
+#: QTS_MAX_RPS unset: the key's documented limit, VTS 2/s, REAL 20/s (KIS_API.md §11). The call
+#: budget spaces calls itself (runtime.auth.call_budget.gcra), so no headroom is taken here.
+DEFAULT_MAX_RPS: Final[Mapping[Mode, float]] = MappingProxyType({Mode.VTS: 2.0, Mode.REAL: 20.0})
 
 
 class StoreKind(enum.Enum):
@@ -85,7 +86,8 @@ class Settings:
     ca_bundle: Path | None = None
     #: After EGW00133 (or inside the one-tokenP-a-minute budget): wait it out (True) or raise.
     wait_on_rate_limit: bool = True
-    #: Calls per second this runtime allows itself per scope; None: VTS 2/s, REAL 15/s.
+    #: Calls per second for the whole key, shared by every runtime on it through the token store
+    #: (the call budget); None: the documented limit, VTS 2/s, REAL 20/s.
     max_rps: float | None = None
     #: The WebSocket host (``KIS_<MODE>_WS_URL``); None: the mode's official one.
     ws_url: str | None = None
@@ -104,5 +106,5 @@ class Settings:
 
     @property
     def calls_per_second(self) -> float:
-        """The pacing limit: ``max_rps``, else the mode's default."""
+        """The key's call budget: ``max_rps``, else the mode's documented limit."""
         return self.max_rps or DEFAULT_MAX_RPS[self.mode]

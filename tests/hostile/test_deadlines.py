@@ -13,7 +13,7 @@ import filelock
 import pytest
 
 from kis_emulator import KISEmulator
-from runtime.auth.pacing import Pacer
+from runtime.auth.call_budget.memory import InProcessCallBudget
 from runtime.auth.session import KISRuntime
 from runtime.auth.stores.file import FileTokenStore
 from runtime.auth.stores.memory import InMemoryTokenStore
@@ -22,7 +22,7 @@ from runtime.bootstrap import build_runtime
 from runtime.broker.base import AccessToken, AppCredentials, BrokerRequest, BrokerResponse, Mode
 from runtime.clock import ClockPort, FakeClock, SystemClock
 from runtime.deadline import Deadline
-from runtime.errors import BrokerUnavailableError, CallRateLimitedError, TokenStoreError
+from runtime.errors import BrokerUnavailableError, CallBudgetExhaustedError, TokenStoreError
 from runtime.settings import Settings
 from tests.support.emulator import running_emulator
 from tests.support.fakes import FakeBroker
@@ -128,14 +128,20 @@ class StuckIssuanceBroker(FakeBroker):
 def _fake_runtime(clock: FakeClock, max_rps: float) -> tuple[KISRuntime, RecordingBroker]:
     broker = RecordingBroker(clock)
     cache = TokenCache(broker, InMemoryTokenStore(), clock)
-    runtime = KISRuntime(broker, cache, clock, call_deadline_s=PACED_DEADLINE_S, pacer=Pacer(clock, max_rps))
+    runtime = KISRuntime(
+        broker,
+        cache,
+        clock,
+        call_deadline_s=PACED_DEADLINE_S,
+        call_budget=InProcessCallBudget(clock, max_rps),
+    )
     return runtime, broker
 
 
 def test_a_pacing_wait_is_spent_from_the_call_deadline(clock: FakeClock) -> None:
     runtime, broker = _fake_runtime(clock, max_rps=1)
     _quote(runtime)
-    _quote(runtime)  # the pacer makes this one wait about a second on the fake clock
+    _quote(runtime)  # the call budget makes this one wait about a second on the fake clock
     first, second = broker.budgets
     assert first == pytest.approx(PACED_DEADLINE_S)
     assert second is not None
@@ -146,7 +152,7 @@ def test_a_pacing_wait_longer_than_the_deadline_is_refused_without_waiting(clock
     runtime, _broker = _fake_runtime(clock, max_rps=0.25)  # one call per 4 s
     _quote(runtime)
     before = clock.monotonic()
-    with pytest.raises(CallRateLimitedError) as caught:
+    with pytest.raises(CallBudgetExhaustedError) as caught:
         _quote(runtime)
     assert clock.monotonic() == before, "no time was spent on a wait that could not fit"
     assert caught.value.retry_after.total_seconds() > PACED_DEADLINE_S

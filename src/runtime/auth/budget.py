@@ -29,10 +29,13 @@ from runtime.errors import (
     TLSVerificationError,
 )
 
-__all__ = ["ISSUE_INTERVAL", "MAX_WAIT", "IssuanceBudget", "WaitHook"]
+__all__ = ["ISSUE_INTERVAL", "ISSUE_MARGIN", "MAX_WAIT", "IssuanceBudget", "WaitHook"]
 
 #: KIS's rule: one tokenP per minute per app key.
 ISSUE_INTERVAL = timedelta(seconds=60)
+#: Added to the spacing between processes: the ledger holds when a tokenP was *sent*, and one
+#: killed in flight may be counted by KIS from its answer, seconds later.
+ISSUE_MARGIN = timedelta(seconds=5)
 #: The longest the budget ever waits in one ``get``, whatever KIS's retry time says.
 MAX_WAIT = timedelta(seconds=65)
 

@@ -1,4 +1,4 @@
-"""Runtime-side ports: where tokens are kept, and where time comes from."""
+"""Runtime-side ports: where tokens are kept, how calls share a key's budget, and where time comes from."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import attrs
 
 from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope
 from runtime.clock import ClockPort
+from runtime.deadline import Deadline
 
 __all__ = [
+    "Booking",
+    "BudgetUsage",
+    "CallBudgetPort",
     "ClockPort",
     "IssuanceLedger",
     "LeaseHolder",
@@ -146,4 +150,63 @@ class TokenStorePort(Protocol):
         Raises StreamSessionHeldError naming the current holder when another process (file),
         host (Redis) or, in memory, another session of this process holds it; TokenStoreError
         when the store is unreachable."""
+        ...
+
+
+@attrs.frozen
+class BudgetUsage:
+    """One key's call budget as ``qts status`` shows it (every process on the key together)."""
+
+    #: The key's limit the last booking was made under (``QTS_MAX_RPS`` or the mode's default).
+    limit_per_s: float
+    #: Calls that started within the last second.
+    used_last_s: int
+    #: Calls booked that have not started yet (waiting in some process for their slot).
+    queue: int
+    #: Seconds until the first free slot: how long a call asking now would wait.
+    queue_s: float
+    #: True while the budget runs slower after KIS answered EGW00201.
+    slowed: bool = False
+
+
+@attrs.frozen
+class Booking:
+    """A slot booked from a key's call budget: ``slot`` on the budget's clock, after ``wait_s``."""
+
+    wait_s: float
+    slot: float
+
+
+class CallBudgetPort(Protocol):
+    """The per-key call budget shared by every runtime on the key (KIS counts per app key).
+
+    ``shared`` says who shares it: this process only (in-process), every process of the user on
+    this host (file) or every host on one Redis server. Slots are booked first come, first served.
+    """
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes or hosts book from the same budget."""
+        ...
+
+    def acquire(self, scope: BrokerScope, deadline: Deadline) -> Booking:
+        """Book the next free slot of ``scope``'s budget and sleep until it.
+
+        Raises CallBudgetExhaustedError at once, booking nothing, when that slot does not start
+        before ``deadline`` (with a little time left for the call itself)."""
+        ...
+
+    def release(self, scope: BrokerScope, booking: Booking) -> None:
+        """The call sent in ``booking``'s slot has its answer (or failed): KIS has counted it by
+        now, which lets the budget space later calls by when KIS saw this one. Never raises."""
+        ...
+
+    def rate_limited(self, scope: BrokerScope, retry_after_s: float) -> None:
+        """KIS answered EGW00201 on ``scope``: hold every runtime on the key back for
+        ``retry_after_s`` and slow the budget for a while. Never raises."""
+        ...
+
+    def usage(self, scope: BrokerScope) -> BudgetUsage | None:
+        """The budget's current use for ``scope``; None when nothing was ever booked.
+        Raises TokenStoreError when the shared state cannot be read."""
         ...

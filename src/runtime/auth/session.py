@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from runtime.auth.pacing import Pacer
-from runtime.auth.ports import ClockPort
+from runtime.auth.call_budget.memory import InProcessCallBudget
+from runtime.auth.ports import CallBudgetPort, ClockPort
 from runtime.auth.stores.bounds import within
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerRequest, BrokerResponse, BrokerScope
 from runtime.deadline import Deadline
 from runtime.errors import (
+    CallBudgetExhaustedError,
     CallRateLimitedError,
     InvalidRequestError,
     OrderRefusedError,
@@ -26,11 +26,10 @@ __all__ = ["KISRuntime"]
 
 _log = logging.getLogger(__name__)
 
-# EGW00201 despite pacing (other processes share the key): a GET waits and tries again while
-# the call's deadline allows, each wait twice the last (capped), with jitter so processes that
-# hit the limit together spread out. The attempt cap only guards against a zero retry_after.
+# EGW00201 despite the shared budget (another tool on the key, KIS counting differently): the
+# budget is told, which holds back every process on the key, and a GET books a new slot while
+# the call's deadline allows. The attempt cap only guards against a zero retry_after.
 _RATE_LIMIT_ATTEMPTS = 8
-_RATE_LIMIT_MAX_PAUSE_S = 8.0
 
 
 class KISRuntime:
@@ -38,7 +37,7 @@ class KISRuntime:
 
     Build it with :func:`runtime.bootstrap.build_runtime`. Every method raises only
     :class:`runtime.errors.QTSError` subclasses. Each call gets one :class:`Deadline`, made
-    here from the clock and handed to the cache, the pacer, the stores and the broker.
+    here from the clock and handed to the cache, the call budget, the stores and the broker.
     """
 
     def __init__(
@@ -48,7 +47,7 @@ class KISRuntime:
         clock: ClockPort,
         *,
         call_deadline_s: float = DEFAULT_CALL_DEADLINE_S,
-        pacer: Pacer | None = None,
+        call_budget: CallBudgetPort | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self._broker = broker
@@ -56,13 +55,17 @@ class KISRuntime:
         self._clock = clock
         self._deadline_s = call_deadline_s
         self._on_close = on_close
-        self._pacer = pacer or Pacer(clock, DEFAULT_MAX_RPS[cache.scope.mode])
-        self._jitter = random.Random()  # noqa: S311 - spreads retries, no security role
+        self._budget = call_budget or InProcessCallBudget(clock, DEFAULT_MAX_RPS[cache.scope.mode])
 
     @property
     def scope(self) -> BrokerScope:
         """The (mode, key fingerprint) this runtime works for."""
         return self._cache.scope
+
+    @property
+    def call_budget(self) -> CallBudgetPort:
+        """The key's call budget this runtime books its calls from."""
+        return self._budget
 
     @property
     def cache(self) -> TokenCache:
@@ -150,19 +153,29 @@ class KISRuntime:
         self.close()
 
     def _send(self, request: BrokerRequest, token: AccessToken, deadline: Deadline) -> BrokerResponse:
+        limited: CallRateLimitedError | None = None
         for attempt in range(_RATE_LIMIT_ATTEMPTS):
-            self._pacer.acquire(deadline)
-            deadline.left_or_raise()  # the pacing wait may have used the rest
             try:
+                # Raises CallBudgetExhaustedError at once when no slot starts before the deadline.
+                booking = self._budget.acquire(self.scope, deadline)
+            except CallBudgetExhaustedError:
+                if limited is not None:
+                    raise limited from None  # KIS's own answer says more than our budget's
+                raise
+            try:
+                deadline.left_or_raise()  # the wait for the slot may have used the rest
                 return self._broker.send(request, token, deadline=deadline)
-            except CallRateLimitedError as limited:
-                backoff = min(limited.retry_after.total_seconds() * 2**attempt, _RATE_LIMIT_MAX_PAUSE_S)
-                pause = backoff * self._jitter.uniform(1.0, 1.5)
-                last = attempt + 1 == _RATE_LIMIT_ATTEMPTS
-                if request.method != "GET" or last or pause >= deadline.left_or_raise():
+            except CallRateLimitedError as answer:
+                limited = answer
+                self._budget.rate_limited(self.scope, answer.retry_after.total_seconds())
+                if request.method != "GET" or attempt + 1 == _RATE_LIMIT_ATTEMPTS:
                     raise
-                _log.info("EGW00201 on %s; waiting %.1f s before trying again", request.path, pause)
-                self._clock.sleep(pause)
+                _log.info(
+                    "EGW00201 on %s; the key's budget slows down, the call books a new slot", request.path
+                )
+            finally:
+                # KIS has counted the call by now: later slots are spaced from this moment.
+                self._budget.release(self.scope, booking)
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
     def _deadline(self) -> Deadline:

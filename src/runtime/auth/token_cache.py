@@ -32,6 +32,7 @@ from runtime.errors import (
     StaleTokenError,
     TokenStoreError,
 )
+from runtime.forksafe import renew_in_child
 from runtime.settings import DEFAULT_CALL_DEADLINE_S, DEFAULT_REFRESH_MARGIN
 
 __all__ = ["TokenCache", "TokenSource"]
@@ -103,6 +104,7 @@ class TokenCache:
         self._store_down = False
         self.issued_count = 0
         self.last_source: str | None = None
+        renew_in_child(self, TokenCache._renew_after_fork)
 
     @property
     def scope(self) -> BrokerScope:
@@ -197,9 +199,12 @@ class TokenCache:
     def _get_or_wait(self, deadline: Deadline | None, allowance_s: float) -> AccessToken:
         waited = timedelta(0)
         while True:
-            served = self._serve_from_memory()  # another thread refreshed while we waited
+            served = self._serve_from_memory()
+            if served is None:
+                with within(self._store_deadline(deadline)):  # a paused store gets its share only
+                    served = self._fresh_from_store()
             if served is not None:
-                return served
+                return served  # another thread or process refreshed while we waited
             try:
                 with within(self._store_deadline(deadline)), self._store_lock(self._time_left(deadline)):
                     outcome = self._get_locked(deadline)
@@ -373,6 +378,23 @@ class TokenCache:
 
     def _default_deadline(self) -> Deadline:
         return Deadline.after(self._clock, DEFAULT_CALL_DEADLINE_S)
+
+    def _fresh_from_store(self) -> AccessToken | None:
+        """A fresh token another process saved, read without the store's issuance lock: a host
+        that died holding that lock must not keep the others from a token that is already there."""
+        try:
+            stored = self._load_from_store()
+        except TokenStoreError:
+            return None  # the locked path reports the store's failure
+        if stored is None or token_state(stored, self._clock.now(), self._margin) is not TokenState.FRESH:
+            return None
+        self._remember(stored)
+        self.last_source = TokenSource.STORE
+        return stored
+
+    def _renew_after_fork(self) -> None:
+        # Another parent thread may have held the lock at fork(); the token itself is kept.
+        self._lock = threading.Lock()
 
     def _store_lock(self, timeout_s: float) -> AbstractContextManager[None]:
         return self._store.issuance_lock(self._scope, timeout_s)

@@ -12,7 +12,9 @@ from runtime.cli.output import REAL_MARKER, Output, format_kst, format_left
 
 if TYPE_CHECKING:
     from kis_emulator import EmulatorAccount
+    from runtime.auth.ports import CallBudgetPort
     from runtime.auth.session import KISRuntime
+    from runtime.broker.base import BrokerScope
     from runtime.settings import Settings
 
 __all__ = ["demo", "emulator", "quote", "revoke", "status", "token"]
@@ -126,8 +128,8 @@ def token(args: argparse.Namespace, out: Output) -> int:
 
 
 def status(args: argparse.Namespace, out: Output) -> int:
-    """``qts status``: what the store holds; never touches the network."""
-    from runtime.bootstrap import build_store
+    """``qts status``: what the store holds and each key's call budget; never touches the network."""
+    from runtime.bootstrap import build_call_budget, build_store
     from runtime.clock import SystemClock
     from runtime.config import default_token_folder, load_store_spec
     from runtime.settings import StoreKind, TokenStoreSpec
@@ -139,6 +141,9 @@ def status(args: argparse.Namespace, out: Output) -> int:
     store = build_store(spec, clock=clock)
     now = clock.now()
     tokens = store.tokens()
+    # Only read here: the limit shown is the one the key's last booking was made under.
+    budget = build_call_budget(spec, 1.0, clock=clock)
+    usages = {t.scope: _budget_usage(budget, t.scope) for t in tokens}
     rows = [
         {
             "mode": t.scope.mode.value,
@@ -146,6 +151,7 @@ def status(args: argparse.Namespace, out: Output) -> int:
             "expires_at": t.expires_at.isoformat(),
             "seconds_left": max(int(t.time_left(now).total_seconds()), 0),
             "token": t.masked,
+            "budget": usages[t.scope],
         }
         for t in tokens
     ]
@@ -161,7 +167,37 @@ def status(args: argparse.Namespace, out: Output) -> int:
             f"{t.scope.mode.value:<4} key {t.scope.key_fingerprint}  expires {format_kst(t.expires_at)}"
             f"  ({format_left(t.time_left(now))} left)  {t.masked}{marker}"
         )
+        out.line(_budget_line(usages[t.scope]))
     return 0
+
+
+def _budget_usage(budget: CallBudgetPort, scope: BrokerScope) -> dict[str, object] | None:
+    """The key's budget as JSON fields; None when nothing was booked or it cannot be read."""
+    from runtime.errors import QTSError
+
+    try:
+        usage = budget.usage(scope)
+    except QTSError:
+        return None
+    if usage is None:
+        return None
+    return {
+        "limit_per_s": usage.limit_per_s,
+        "used_last_s": usage.used_last_s,
+        "queue": usage.queue,
+        "queue_s": usage.queue_s,
+        "slowed": usage.slowed,
+    }
+
+
+def _budget_line(usage: dict[str, object] | None) -> str:
+    if usage is None:
+        return "     budget  no calls booked yet"
+    slowed = "; slowed after EGW00201" if usage["slowed"] else ""
+    return (
+        f"     budget  {usage['used_last_s']} calls in the last second of {usage['limit_per_s']:g}/s; "
+        f"{usage['queue']} queued ({usage['queue_s']:.2f} s){slowed}"
+    )
 
 
 def quote(args: argparse.Namespace, out: Output) -> int:

@@ -56,6 +56,7 @@ from runtime.auth.stores.document import (
 )
 from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope, Mode
 from runtime.errors import TokenStoreError
+from runtime.forksafe import renew_in_child
 
 __all__ = ["FileTokenStore"]
 
@@ -76,6 +77,11 @@ class FileTokenStore:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self._folder = Path(folder).expanduser()
         self._ready = False
+        self._renew_locks()
+        renew_in_child(self, FileTokenStore._renew_locks)
+
+    def _renew_locks(self) -> None:
+        # Fresh in a forked child too: another parent thread may have held the guard at fork().
         self._guard = threading.Lock()
         self._locks: dict[BrokerScope, filelock.FileLock] = {}
 

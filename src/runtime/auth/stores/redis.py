@@ -7,7 +7,9 @@ Keys (``prefix`` defaults to ``qts``):
 - ``qts:ledger:<MODE>:<fingerprint>`` -- the scope's issuance ledger (one hour TTL: it only
   matters for a minute);
 - ``qts:lock:<MODE>:<fingerprint>`` -- redis-py's ``Lock`` (SET NX PX with a token-checked
-  release), held for re-read -> re-check -> issue -> write, so one host sends the tokenP;
+  release), held for re-read -> re-check -> issue -> write, so one host sends the tokenP. Its
+  lease is short (:data:`LOCK_LEASE_S`) and renewed by a background thread while held, so a
+  host killed while holding it blocks the others for one short lease, not for a long one;
 - ``qts:approval:<MODE>:<fingerprint>`` -- the WebSocket approval key, its own document, with a
   TTL of 24 h from its issue (KIS's documented life);
 - ``qts:stream:<MODE>:<fingerprint>`` -- the one-WebSocket-session lease: SET NX PX with a short
@@ -31,6 +33,7 @@ from typing import Any
 
 import redis
 import redis.exceptions
+import redis.lock
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -58,10 +61,12 @@ from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope, Mode
 from runtime.deadline import Deadline
 from runtime.errors import TokenStoreError
 
-__all__ = ["RedisTokenStore"]
+__all__ = ["LOCK_LEASE_S", "RedisTokenStore"]
 
 _log = logging.getLogger(__name__)
 
+#: How long the issuance lock outlives a holder that died; renewed every third of it while held.
+LOCK_LEASE_S = 10.0
 _LEDGER_TTL = timedelta(hours=1)
 _APPROVAL_TTL = timedelta(hours=24)  # KIS_API.md §7: "접속키의 유효기간은 24시간"
 # Compare-and-act on the lease: only the nonce that set it may renew or delete it.
@@ -80,7 +85,7 @@ class RedisTokenStore:
     """Tokens and issuance ledgers in Redis; see the module docstring.
 
     ``clock`` gives the TTLs (the token's life left); ``lock_lease_s`` is how long a lock
-    outlives a holder that died, and must exceed the longest tokenP request.
+    outlives a holder that died (a live holder renews it, however long tokenP takes).
     Implements TokenStorePort.
     """
 
@@ -90,7 +95,7 @@ class RedisTokenStore:
         clock: ClockPort,
         *,
         prefix: str = "qts",
-        lock_lease_s: float = 120.0,
+        lock_lease_s: float = LOCK_LEASE_S,
         stream_lease_s: float = 15.0,
     ) -> None:
         if not _PREFIX.fullmatch(prefix):
@@ -166,7 +171,7 @@ class RedisTokenStore:
             self._key("lock", scope),
             timeout=self._lease_s,
             blocking_timeout=timeout_s,
-            thread_local=True,
+            thread_local=False,  # the renewing thread must see the lock's token
         )
         with self._errors("lock"):
             acquired = lock.acquire()
@@ -174,9 +179,16 @@ class RedisTokenStore:
             raise TokenStoreError(
                 f"another host or process has held the token lock for {scope} for more than {timeout_s:g} s"
             )
+        held = threading.Event()
+        renewer = threading.Thread(
+            target=_renew_while_held, args=(lock, self._lease_s / 3, held, scope), daemon=True
+        )
+        renewer.start()
         try:
             yield
         finally:
+            held.set()
+            renewer.join(timeout=self._lease_s)
             try:
                 with within(Deadline.after(self._clock, _RELEASE_GRACE_S)):
                     lock.release()
@@ -278,6 +290,20 @@ class RedisTokenStore:
             yield
         except redis.exceptions.RedisError as exc:
             raise TokenStoreError(f"could not {action} the Redis token store: {exc}") from exc
+
+
+def _renew_while_held(
+    lock: redis.lock.Lock, every_s: float, released: threading.Event, scope: BrokerScope
+) -> None:
+    """Reset the lock's lease every ``every_s`` until ``released``; a lost lock is logged, once."""
+    while not released.wait(every_s):
+        try:
+            lock.reacquire()
+        except redis.exceptions.LockError:
+            _log.warning("the token lock for %s was lost while held (its lease ran out)", scope)
+            return
+        except redis.exceptions.RedisError as exc:
+            _log.warning("could not renew the token lock for %s: %s", scope, exc)
 
 
 class _RedisLease:

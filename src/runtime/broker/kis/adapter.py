@@ -27,7 +27,7 @@ from runtime.broker.base import (
     Mode,
 )
 from runtime.broker.kis import auth
-from runtime.broker.kis.transport import HttpReply, exchange
+from runtime.broker.kis.transport import HttpReply, exchange, fork_safe
 from runtime.clock import ClockPort, SystemClock
 from runtime.deadline import Deadline
 from runtime.errors import (
@@ -68,7 +68,7 @@ class KISBrokerAdapter:
     ) -> None:
         self._mode = mode
         self._credentials = credentials
-        self._http = http
+        self._http = fork_safe(http)
         self._base_url = (base_url or mode.official_base_url).rstrip("/")
         self._clock: ClockPort = clock or SystemClock()
         self._scope = BrokerScope(mode, credentials.fingerprint)

@@ -31,6 +31,7 @@ from typing import Any
 
 import attrs
 import urllib3
+from urllib3._collections import RecentlyUsedContainer
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -49,6 +50,7 @@ from runtime.errors import (
     QTSError,
     TLSVerificationError,
 )
+from runtime.forksafe import renew_in_child
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -57,6 +59,7 @@ __all__ = [
     "MAX_HEADER_LINE_BYTES",
     "HttpReply",
     "exchange",
+    "fork_safe",
 ]
 
 #: KIS answers are a few KiB; a balance page is well under 100 KiB.
@@ -79,6 +82,21 @@ class HttpReply:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+def fork_safe(http: urllib3.PoolManager) -> urllib3.PoolManager:
+    """Make ``http`` start with no connections in every child forked from now on; returns it."""
+    renew_in_child(http, _fresh_pools)
+    return http
+
+
+def _fresh_pools(http: urllib3.PoolManager) -> None:
+    # The child must never read from a keep-alive socket the parent also reads from: that hands
+    # one process's answer to the other. The inherited pools are dropped, not closed by us; when
+    # they are collected urllib3 closes the child's copies of the descriptors, which leaves the
+    # parent's connections open (close(2) on a shared descriptor sends no FIN, no TLS alert).
+    # A new container also means a fresh lock, in case another parent thread held the old one.
+    http.pools = RecentlyUsedContainer(http.pools._maxsize)
 
 
 def exchange(

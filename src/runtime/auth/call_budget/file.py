@@ -1,0 +1,230 @@
+"""FileCallBudget: the key's budget shared by every process of the user on one host, no server.
+
+``<folder>/<MODE>-<key fingerprint>.budget.json`` holds the GCRA state (see :mod:`.gcra`),
+``...budget.json.lock`` is its lock (filelock). A booking is lock -> read -> decide -> write ->
+unlock, a fraction of a millisecond, so the lock is taken in about the order callers arrive.
+Times are the host's monotonic clock (CLOCK_MONOTONIC on Linux and macOS, the same for every
+process of the host); a state from before a reboot lies implausibly far ahead and is reset.
+
+A corrupt or implausible state is reset with a warning; a folder that cannot be written raises
+BudgetStateUnavailable, upon which :class:`~.fallback.FallbackCallBudget` goes local.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from runtime.auth.call_budget._common import (
+    BudgetStateUnavailable,
+    go_when_clear,
+    max_wait,
+    refused,
+    usage_of,
+)
+from runtime.auth.call_budget.gcra import (
+    BudgetPolicy,
+    BudgetState,
+    Refusal,
+    penalize,
+    plausible,
+    reserve,
+    start,
+)
+from runtime.auth.call_budget.gcra import release as released
+from runtime.auth.ports import Booking, BudgetUsage, ClockPort
+from runtime.broker.base import BrokerScope
+from runtime.deadline import Deadline
+from runtime.forksafe import renew_in_child
+
+__all__ = ["FileCallBudget"]
+
+_log = logging.getLogger(__name__)
+
+_MAX_BYTES = 64 * 1024
+_POLL_S = 0.002  # the lock is held for well under a millisecond
+_PEEK_LOCK_S = 2.0
+
+
+class _Box:
+    """The state read under the lock; what the block leaves in it is written back if changed."""
+
+    def __init__(self, state: BudgetState | None, now: float) -> None:
+        self.state = self.read = state
+        self.now = now
+
+
+class FileCallBudget:
+    """GCRA state per scope in a lock-protected file in ``folder``. Implements CallBudgetPort."""
+
+    def __init__(self, folder: str | os.PathLike[str], clock: ClockPort, limit_per_s: float) -> None:
+        self._folder = Path(folder).expanduser()
+        self._clock = clock
+        self._policy = BudgetPolicy(limit_per_s)
+        self._renew()
+        renew_in_child(self, FileCallBudget._renew)
+
+    @property
+    def shared(self) -> bool:
+        return True
+
+    @property
+    def policy(self) -> BudgetPolicy:
+        return self._policy
+
+    def path_for(self, scope: BrokerScope) -> Path:
+        """The state file of ``scope``."""
+        return self._folder / f"{scope.mode.value}-{scope.key_fingerprint}.budget.json"
+
+    def acquire(self, scope: BrokerScope, deadline: Deadline) -> Booking:
+        with self._locked(scope, deadline.remaining()) as box:
+            outcome = reserve(box.state, box.now, self._policy, max_wait(deadline))
+            if isinstance(outcome, Refusal):
+                raise refused(outcome, self._policy, deadline)
+            box.state = outcome.state
+        self._clock.sleep(outcome.wait)
+        booking = Booking(outcome.wait, outcome.slot)
+        extra = go_when_clear(
+            lambda: self._start(scope, booking.slot, deadline),
+            self._clock,
+            deadline,
+            self._policy,
+            lambda: self.release(scope, booking),
+        )
+        return Booking(outcome.wait + extra, outcome.slot)
+
+    def _start(self, scope: BrokerScope, slot: float, deadline: Deadline) -> float:
+        with self._locked(scope, deadline.remaining()) as box:
+            state, wait = start(box.state, box.now, slot, self._policy)
+            box.state = state
+            return wait
+
+    def release(self, scope: BrokerScope, booking: Booking) -> None:
+        try:
+            with self._locked(scope, _PEEK_LOCK_S) as box:
+                box.state = released(box.state, box.now, booking.slot)
+        except BudgetStateUnavailable as exc:
+            _log.debug("could not report a call's answer to the budget of %s: %s", scope, exc)
+
+    def rate_limited(self, scope: BrokerScope, retry_after_s: float) -> None:
+        try:
+            with self._locked(scope, _PEEK_LOCK_S) as box:
+                box.state = penalize(box.state, box.now, retry_after_s)
+        except BudgetStateUnavailable as exc:
+            _log.warning("could not slow the shared call budget for %s: %s", scope, exc)
+
+    def usage(self, scope: BrokerScope) -> BudgetUsage | None:
+        with self._locked(scope, _PEEK_LOCK_S) as box:
+            return usage_of(box.state, box.now)
+
+    # --- the file --------------------------------------------------------------------------------
+
+    def _renew(self) -> None:
+        # Fresh in a forked child too: its copies of the parent's lock objects are not its own.
+        self._guard = threading.Lock()
+        self._locks: dict[BrokerScope, filelock.FileLock] = {}
+
+    @contextlib.contextmanager
+    def _locked(self, scope: BrokerScope, timeout_s: float) -> Iterator[_Box]:
+        path = self.path_for(scope)
+        # Threads of this process queue on a thread lock; processes on the file lock.
+        if not self._guard.acquire(timeout=max(timeout_s, 0.0)):
+            raise BudgetStateUnavailable(f"the call budget of {scope} stayed busy for {timeout_s:g} s")
+        try:
+            lock = self._lock_for(scope, path)
+            try:
+                lock.acquire(timeout=max(timeout_s, 0.0), poll_interval=_POLL_S)
+            except filelock.Timeout as exc:
+                raise BudgetStateUnavailable(f"{lock.lock_file} stayed locked for {timeout_s:g} s") from exc
+            except OSError as exc:
+                raise BudgetStateUnavailable(f"cannot lock {lock.lock_file}: {exc.strerror or exc}") from exc
+            try:
+                yield from self._open_box(path)
+            finally:
+                lock.release()
+        finally:
+            self._guard.release()
+
+    def _open_box(self, path: Path) -> Iterator[_Box]:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise BudgetStateUnavailable(f"cannot open {path}: {exc.strerror or exc}") from exc
+        try:
+            now = self._clock.monotonic()
+            box = _Box(_decode(os.pread(fd, _MAX_BYTES, 0), path, now), now)
+            yield box
+            if box.state is not None and box.state != box.read:
+                payload = _encode(box.state)
+                os.ftruncate(fd, 0)  # killed between these two: an empty file, a fresh budget
+                os.pwrite(fd, payload, 0)
+        except OSError as exc:
+            raise BudgetStateUnavailable(f"cannot read or write {path}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(fd)
+
+    def _lock_for(self, scope: BrokerScope, path: Path) -> filelock.FileLock:
+        lock = self._locks.get(scope)
+        if lock is None:
+            try:
+                self._folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BudgetStateUnavailable(f"cannot create {self._folder}: {exc.strerror or exc}") from exc
+            lock = self._locks[scope] = filelock.FileLock(path.with_name(path.name + ".lock"), mode=0o600)
+        return lock
+
+
+def _encode(state: BudgetState) -> bytes:
+    document = {
+        "v": 1,
+        "tat": state.tat,
+        "starts": list(state.starts),
+        "sent": list(state.sent),
+        "done": list(state.done),
+        "slow_until": state.slow_until,
+        "limit_per_s": state.limit_per_s,
+    }
+    return json.dumps(document, separators=(",", ":")).encode("ascii")
+
+
+def _decode(raw: bytes, path: Path, now: float) -> BudgetState | None:
+    """The state in ``raw``; None (a fresh budget) when empty, and after a warning when corrupt."""
+    if not raw:
+        return None
+    try:
+        state = _state_from(json.loads(raw))
+    except (ValueError, TypeError, KeyError) as exc:
+        _log.warning("call budget %s was unreadable (%s); starting it afresh", path, type(exc).__name__)
+        return None
+    if not plausible(state, now):
+        _log.warning("call budget %s lay implausibly far ahead (another boot?); starting it afresh", path)
+        return None
+    return state
+
+
+def _state_from(document: Any) -> BudgetState:
+    if not isinstance(document, dict) or document.get("v") != 1:
+        raise ValueError("not a version 1 budget")
+    starts, sent, done = document["starts"], document["sent"], document["done"]
+    if not all(isinstance(x, list) for x in (starts, sent, done)):
+        raise TypeError("starts, sent and done must be lists")
+    numbers = [document["tat"], document["slow_until"], document["limit_per_s"], *starts, *sent, *done]
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in numbers):
+        raise ValueError("not finite numbers")
+    return BudgetState(
+        tat=float(document["tat"]),
+        starts=tuple(float(s) for s in starts),
+        sent=tuple(float(x) for x in sent),
+        done=tuple(float(d) for d in done),
+        slow_until=float(document["slow_until"]),
+        limit_per_s=float(document["limit_per_s"]),
+    )
