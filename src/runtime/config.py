@@ -10,6 +10,7 @@ import codecs
 import ipaddress
 import math
 import os
+import re
 import stat
 from collections.abc import Callable
 from datetime import timedelta
@@ -31,8 +32,12 @@ from runtime.settings import (
 
 __all__ = [
     "ENV_VARIABLES",
+    "ROUTING_VARIABLES",
+    "FoundEnvFile",
     "announced_mode",
     "default_token_folder",
+    "find_env_file",
+    "found_env_problems",
     "is_loopback_url",
     "load_base_urls",
     "load_mode",
@@ -64,6 +69,23 @@ ENV_VARIABLES = (
     "QTS_STREAM_SILENCE_S",
 )
 
+#: Variables that decide where credentials (and tokens) go. They come only from the process
+#: environment or a file named explicitly, never from a ``.env`` merely found in the working
+#: folder: a cloned repository can carry one (KIS_MODE=REAL plus a base URL of its choosing).
+ROUTING_VARIABLES = (
+    "KIS_VTS_BASE_URL",
+    "KIS_REAL_BASE_URL",
+    "KIS_VTS_WS_URL",
+    "KIS_REAL_WS_URL",
+    "KIS_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "QTS_TOKEN_STORE",
+)
+#: What a found ``.env`` may set: the mode, the keys and the runtime's tuning knobs.
+_FOUND_ALLOWED = re.compile(r"KIS_MODE|KIS_(VTS|REAL)_APP_(KEY|SECRET)|QTS_[A-Z0-9_]+")
+_DEFAULT_STORES = ("", "memory", "file")
+
 _MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
 _MAX_DEADLINE_S = 600.0
 _MAX_SILENCE_S = 3600.0
@@ -75,13 +97,32 @@ _DEFAULT_STORE = "file"  # built by hand, Settings keep tokens in memory; `qts` 
 _T = TypeVar("_T")
 
 
-def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Settings:
+class FoundEnvFile(type(Path())):  # type: ignore[misc]
+    """A ``.env`` path that was only found in the working folder, not named by the user.
+
+    Every reader below treats it as untrusted (see :data:`ROUTING_VARIABLES`), whichever
+    function it is handed to."""
+
+
+def find_env_file() -> FoundEnvFile | None:
+    """``./.env`` when the working folder has one (what ``qts`` reads without ``--env-file``)."""
+    path = FoundEnvFile(".env")
+    return path if path.is_file() else None
+
+
+def _is_found(env_file: str | os.PathLike[str] | None, found: bool = False) -> bool:
+    return found or isinstance(env_file, FoundEnvFile)
+
+
+def load_settings(
+    env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None, found: bool = False
+) -> Settings:
     """Read settings from the environment and, if given, ``env_file`` (the environment wins).
 
     ``mode`` overrides ``KIS_MODE`` (the CLI's ``--mode``). Raises ConfigError listing every
     problem found. No ``.env`` is searched for implicitly: pass the file you mean.
     """
-    env = _environment(env_file)
+    env = _environment(env_file, found=found)
     problems: dict[str, str] = {}
     raw = _Raw.read(env, mode)
     _seal(env, problems)
@@ -121,7 +162,7 @@ def load_settings(env_file: str | os.PathLike[str] | None = None, *, mode: str |
 
 @attrs.frozen
 class _Raw:
-    """The variables as read, before any check (parse errors are reported by ``_Env.seal``)."""
+    """The variables as read, before any check (parse errors are collected by ``_Env``)."""
 
     mode: str
     margin_s: float
@@ -163,27 +204,33 @@ _FALSE = frozenset(
 
 
 class _Env:
-    """The environment over a ``.env`` file's values (the environment wins), read as typed values.
+    """The process environment over a named ``.env`` file's values (the environment wins).
 
-    What environs did for us, without its import cost (marshmallow, ~37 ms of every start):
-    each typed read that fails files a problem under the variable's name and returns the
-    default; ``problems`` lists them all, so one ConfigError names every bad variable.
+    What environs did for us, without its import cost (marshmallow: ~37 ms of every start): a
+    typed read that fails files a problem under the variable's name and returns the default;
+    ``problems`` lists them all, so one ConfigError names every bad variable.
     """
 
     def __init__(self) -> None:
-        self._environ = dict(os.environ)
+        self._file: dict[str, str] = {}
         self.problems: dict[str, str] = {}
 
     def add_file_values(self, values: dict[str, str | None]) -> None:
+        """Like ``load_dotenv(override=False)``, without touching ``os.environ``."""
         for key, value in values.items():
-            if value is not None and key not in self._environ:
-                self._environ[key] = value
+            if value is not None and key not in self._file:
+                self._file[key] = value
+
+    def _get(self, name: str) -> str | None:
+        value = os.environ.get(name)
+        return value if value is not None else self._file.get(name)
 
     def text(self, name: str, default: str) -> str:
-        return self._environ.get(name, default)
+        value = self._get(name)
+        return default if value is None else value
 
     def number(self, name: str, default: float) -> float:
-        text = self._environ.get(name)
+        text = self._get(name)
         if text is None:
             return default
         try:
@@ -197,7 +244,7 @@ class _Env:
         return value
 
     def flag(self, name: str, default: bool) -> bool:
-        text = self._environ.get(name)
+        text = self._get(name)
         if text is None:
             return default
         if text in _TRUE or text in _FALSE:
@@ -206,10 +253,10 @@ class _Env:
         return default
 
 
-def _environment(env_file: str | os.PathLike[str] | None) -> _Env:
+def _environment(env_file: str | os.PathLike[str] | None, *, found: bool = False) -> _Env:
     env = _Env()
     if env_file is not None:
-        _read_env_file(env, Path(env_file))
+        _read_env_file(env, Path(env_file), found=_is_found(env_file, found))
     return env
 
 
@@ -265,9 +312,11 @@ def load_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str | Non
         raise _config_error({"KIS_MODE": str(exc)}) from None
 
 
-def load_store_spec(env_file: str | os.PathLike[str] | None = None) -> TokenStoreSpec:
-    """Only ``QTS_TOKEN_STORE`` (for ``qts status``, which needs no keys). Raises ConfigError."""
-    raw = _environment(env_file).text("QTS_TOKEN_STORE", _DEFAULT_STORE)
+def load_store_spec(env_file: str | os.PathLike[str] | None = None, *, found: bool = False) -> TokenStoreSpec:
+    """Only ``QTS_TOKEN_STORE`` (for ``qts status``, which needs no keys). Raises ConfigError.
+
+    ``found`` as for :func:`load_settings`."""
+    raw = _environment(env_file, found=found).text("QTS_TOKEN_STORE", _DEFAULT_STORE)
     try:
         return parse_store_spec(raw)
     except ValueError as exc:
@@ -283,7 +332,7 @@ def announced_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str 
     env = _Env()
     # What is known without the file comes first: an unreadable file must not hide REAL.
     if env_file is not None and mode is None and "KIS_MODE" not in os.environ:
-        _read_env_file(env, Path(env_file))
+        _read_env_file(env, Path(env_file), found=_is_found(env_file))
     raw = mode if mode is not None else env.text("KIS_MODE", _DEFAULT_MODE)
     try:
         return Mode.parse(raw)
@@ -293,7 +342,7 @@ def announced_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str 
 
 def validate_env_file(env_file: str | os.PathLike[str]) -> None:
     """Raise the ConfigError reading ``env_file`` would raise (unreadable, CP949, BOM), if any."""
-    _read_env_file(_Env(), Path(env_file))
+    _read_env_file(_Env(), Path(env_file), found=_is_found(env_file))
 
 
 def load_base_urls(env_file: str | os.PathLike[str] | None = None) -> dict[Mode, str]:
@@ -301,7 +350,9 @@ def load_base_urls(env_file: str | os.PathLike[str] | None = None) -> dict[Mode,
 
     For ``qts doctor``. Raises ConfigError naming any URL that is not allowed.
     """
-    env = _environment(env_file)
+    env = _Env()
+    if env_file is not None:
+        _read_env_file(env, Path(env_file), found=_is_found(env_file))
     urls: dict[Mode, str] = {}
     problems: dict[str, str] = {}
     for mode in Mode:
@@ -321,15 +372,18 @@ def is_loopback_url(url: str) -> bool:
     return host is not None and _is_loopback(host)
 
 
-def _read_env_file(env: _Env, path: Path) -> None:
+def _read_env_file(env: _Env, path: Path, *, found: bool = False) -> None:
     """Load ``path`` into ``env``; an unreadable or undecodable file is a ConfigError saying what to do."""
     if not path.is_file():
         raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
     try:
         _check_env_file(path)
-        from dotenv import dotenv_values  # only when a file is read: python-dotenv's own parser
+        if found:
+            _load_found_env_file(path)
+        else:
+            from dotenv import dotenv_values  # only when a file is read: python-dotenv's parser
 
-        env.add_file_values(dotenv_values(path))
+            env.add_file_values(dotenv_values(path))  # named by the user: trusted like the environment
     except PermissionError:
         raise _file_error(
             f"env file {str(path)!r} cannot be read (permission denied)",
@@ -347,6 +401,43 @@ def _read_env_file(env: _Env, path: Path) -> None:
             f"env file {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}",
             "Check that the path names a readable file, or run `qts init` to write a new one.",
         ) from None
+
+
+def _load_found_env_file(path: Path) -> None:
+    """A ``.env`` only found in the working folder: refused when it says where credentials go;
+    otherwise only the names it may set reach the environment (never overriding it)."""
+    from dotenv import dotenv_values
+
+    values = dotenv_values(path)
+    refused = found_env_problems(values)
+    if refused:
+        names = ", ".join(refused)
+        raise ConfigError(
+            f"{str(path)!r} was found in the working folder (not named with --env-file) and sets "
+            f"{names}. A .env that is only found may set KIS_MODE, the app keys and QTS_* options, "
+            f"never where credentials go. Set {names} in the process environment "
+            f"(export {refused[0]}=...), or name the file explicitly: qts --env-file {path} ...",
+            problems=dict.fromkeys(refused, "not accepted from a .env that was only found"),
+        )
+    for name, value in values.items():
+        # Like load_dotenv(override=False), but only the names a found file may set.
+        if value is not None and _FOUND_ALLOWED.fullmatch(name) and name not in os.environ:
+            os.environ[name] = value
+
+
+def found_env_problems(values: dict[str, str | None]) -> list[str]:
+    """The variables of a found ``.env`` that decide where credentials go, sorted (pure)."""
+    refused = []
+    for name, value in values.items():
+        text = (value or "").strip()
+        if not text:
+            continue  # an empty line (as in .env.example) sends nothing anywhere
+        if name == "QTS_TOKEN_STORE":
+            if text.lower() not in _DEFAULT_STORES:
+                refused.append(name)
+        elif name in ROUTING_VARIABLES or (name.startswith("KIS_") and name.endswith("_URL")):
+            refused.append(name)
+    return sorted(refused)
 
 
 def _check_env_file(path: Path) -> None:

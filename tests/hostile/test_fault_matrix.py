@@ -371,7 +371,9 @@ def test_fault_ends_in_its_typed_error_in_time_with_the_cache_untouched(
     assert run.exit_code is not None, f"qts overran its {CLI_DEADLINE_S:g} s deadline + {SLACK_S} s\n{run}"
     assert run.exit_code == caught.value.exit_code, str(run)
     assert "Traceback" not in run.stderr + run.stdout, str(run)
-    assert 1 <= len(run.stderr.splitlines()) <= 2, str(run)
+    # Besides the note that the host is not KIS's official one: the error in at most two lines.
+    errors = [line for line in run.stderr.splitlines() if not line.startswith("qts: note: ")]
+    assert 1 <= len(errors) <= 2, str(run)
     assert file_store.load(settings.scope) == stored_file_before, "qts changed the stored token"
     _assert_file_has_no_secret(file_store.path_for(settings.scope))
 

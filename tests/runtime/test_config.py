@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ def real_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KIS_REAL_APP_SECRET", REAL_SECRET)
 
 
-def config_error(**kwargs: str) -> ConfigError:
+def config_error(**kwargs: Any) -> ConfigError:
     with pytest.raises(ConfigError) as raised:
         load_settings(**kwargs)
     return raised.value

@@ -32,6 +32,10 @@ def make_account(mode: str) -> EmulatorAccount:
     return EmulatorAccount(mode, "PS" + secrets.token_hex(17), secrets.token_hex(90))
 
 
+def _is_host_note(line: str) -> bool:
+    return line.startswith("qts: note: ") and "official host" in line
+
+
 @dataclass(frozen=True)
 class Result:
     """One finished ``qts`` process."""
@@ -48,7 +52,14 @@ class Result:
 
     @property
     def stderr_lines(self) -> list[str]:
-        return self.stderr.splitlines()
+        """stderr's lines, without the note every command against a non-official host prints
+        (the emulator is one); ``stderr`` itself keeps it. See ``host_notes``."""
+        return [line for line in self.stderr.splitlines() if not _is_host_note(line)]
+
+    @property
+    def host_notes(self) -> list[str]:
+        """The "not KIS's official host" notes on stderr (docs/security.md G12)."""
+        return [line for line in self.stderr.splitlines() if _is_host_note(line)]
 
     def __str__(self) -> str:
         return (

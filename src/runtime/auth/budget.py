@@ -26,6 +26,7 @@ from runtime.errors import (
     CredentialsRejectedError,
     IssuanceRateLimitedError,
     QTSError,
+    TLSVerificationError,
 )
 
 __all__ = ["ISSUE_INTERVAL", "ISSUE_MARGIN", "MAX_WAIT", "IssuanceBudget", "WaitHook"]
@@ -106,10 +107,11 @@ class IssuanceBudget:
         """Record how the tokenP started at ``now`` (ledger ``before``) failed."""
         if isinstance(exc, IssuanceRateLimitedError):
             self._save(store, scope, self.rate_limited(before, now, exc.retry_after))
-        elif isinstance(exc, CredentialsRejectedError) or (
+        elif isinstance(exc, CredentialsRejectedError | TLSVerificationError) or (
             isinstance(exc, BrokerUnavailableError) and not exc.request_sent
         ):
-            # Refused outright or never sent: no token came of it, so it does not count.
+            # Refused outright or never sent (connection refused, DNS, a TLS handshake that
+            # failed before any byte of the request): no token came of it, so it does not count.
             self._save(store, scope, before)
 
     def _save(self, store: TokenStorePort, scope: BrokerScope, ledger: IssuanceLedger) -> None:

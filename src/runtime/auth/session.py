@@ -9,6 +9,7 @@ from typing import Any
 
 from runtime.auth.call_budget.memory import InProcessCallBudget
 from runtime.auth.ports import CallBudgetPort, ClockPort
+from runtime.auth.stores.bounds import within
 from runtime.auth.token_cache import TokenCache
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerRequest, BrokerResponse, BrokerScope
 from runtime.deadline import Deadline
@@ -17,7 +18,6 @@ from runtime.errors import (
     CallRateLimitedError,
     InvalidRequestError,
     OrderRefusedError,
-    StaleTokenError,
     TokenRejectedError,
 )
 from runtime.settings import DEFAULT_CALL_DEADLINE_S, DEFAULT_MAX_RPS
@@ -77,7 +77,9 @@ class KISRuntime:
 
         ``budget_wait_s`` is time granted on top of the call deadline for waiting out KIS's
         one-tokenP-a-minute rule (``qts token`` grants it; a call does not)."""
-        return self._cache.get(deadline=self._deadline(), budget_wait_s=budget_wait_s)
+        deadline = self._deadline()
+        with within(deadline):
+            return self._cache.get(deadline=deadline, budget_wait_s=budget_wait_s)
 
     def call(
         self,
@@ -102,6 +104,11 @@ class KISRuntime:
         if request.is_order:
             raise OrderRefusedError(f"{request.path} is an order endpoint; Phase 2 sends no orders")
         deadline = self._deadline()
+        # One deadline for the whole call: every store and lock operation on the way keeps to it.
+        with within(deadline):
+            return self._call(request, deadline)
+
+    def _call(self, request: BrokerRequest, deadline: Deadline) -> BrokerResponse:
         token = self._cache.get(deadline=deadline)
         try:
             return self._send(request, token, deadline)
@@ -113,20 +120,23 @@ class KISRuntime:
             deadline.left_or_raise()  # the rejected call may have used the rest
             fresh = self._cache.get(deadline=deadline)
             if fresh.value == token.value:
-                raise StaleTokenError(
-                    "KIS rejected the token and the reissue returned the same one", code=rejected.code
-                ) from rejected
+                # The reissue is blocked (EGW00133 or the budget) and the cache kept the token:
+                # a one-off rejection deserves one more try rather than a local failure.
+                _log.warning("reissue blocked; retrying once with %s", token.masked)
             return self._send(request, fresh, deadline)
 
     def revoke(self) -> AccessToken | None:
-        """Revoke the held token at KIS and drop it from the store; returns what was revoked."""
-        token = self._cache.held()
-        if token is None:
-            return None
+        """Revoke the held token at KIS and drop it from the store; returns what was revoked.
+
+        All of it within the call deadline: a store lock held elsewhere is not waited out."""
         deadline = self._deadline()
-        self._broker.revoke_token(token, deadline=deadline)
-        self._cache.forget()
-        return token
+        with within(deadline):
+            token = self._cache.held()
+            if token is None:
+                return None
+            self._broker.revoke_token(token, deadline=deadline)
+            self._cache.forget()
+            return token
 
     def close(self) -> None:
         """Release connections. The runtime is not usable afterwards."""

@@ -18,10 +18,13 @@ from typing import NamedTuple
 from runtime.auth.budget import IssuanceBudget
 from runtime.auth.freshness import Decision, Held, Step, TokenState, decide, refresh_at, token_state
 from runtime.auth.ports import ClockPort, TokenStorePort
+from runtime.auth.stores.bounds import within
+from runtime.auth.stores.document import token_belongs_to
 from runtime.broker.base import AccessToken, BrokerAuthPort, BrokerScope
 from runtime.deadline import Deadline
 from runtime.errors import (
     BrokerUnavailableError,
+    ForeignTokenError,
     IssuanceRateLimitedError,
     QTSError,
     RateLimitedError,
@@ -40,6 +43,9 @@ _log = logging.getLogger(__name__)
 # after this pause: tokenP accepts one request per minute per key (KIS_API.md §3).
 _REFRESH_RETRY_PAUSE = timedelta(seconds=60)
 _REJECTED_REMEMBERED = 16
+# With the store unreachable, a valid token in memory is served this long before the store is
+# tried again (one warning per outage), so a paused Redis does not cost every call its wait.
+_STORE_RETRY_PAUSE = timedelta(seconds=10)
 
 
 _MEMORY = "memory"  # TokenSource.MEMORY, one global load away for the hot path
@@ -97,6 +103,10 @@ class TokenCache:
         self._entry: _Entry | None = None
         self._lock = threading.Lock()
         self._rejected: collections.deque[bytes] = collections.deque(maxlen=_REJECTED_REMEMBERED)
+        # The last token KIS rejected while still within its life: served again, rather than
+        # failing locally, while a reissue is blocked (a one-off EGW00123 seconds after issuance).
+        self._suspect: AccessToken | None = None
+        self._store_down = False
         self.issued_count = 0
         self.last_source: str | None = None
         renew_in_child(self, TokenCache._renew_after_fork)
@@ -159,6 +169,7 @@ class TokenCache:
         """KIS rejected ``token``: forget it here and in the store (if the store still has it)."""
         with self._lock:
             self._rejected.append(_digest(token.value))
+            self._suspect = token if self._clock.now() < token.expires_at else None
             if self._entry is not None and self._entry.held.token.value == token.value:
                 self._entry = None
             try:
@@ -196,17 +207,78 @@ class TokenCache:
     def _get_or_wait(self, deadline: Deadline | None, allowance_s: float) -> AccessToken:
         waited = timedelta(0)
         while True:
-            served = self._serve_from_memory() or self._fresh_from_store()
+            served = self._serve_from_memory()
+            if served is None:
+                with within(self._store_deadline(deadline)):  # a paused store gets its share only
+                    served = self._fresh_from_store()
             if served is not None:
                 return served  # another thread or process refreshed while we waited
-            with self._store_lock(self._time_left(deadline)):
-                outcome = self._get_locked(deadline)
+            try:
+                with within(self._store_deadline(deadline)), self._store_lock(self._time_left(deadline)):
+                    outcome = self._get_locked(deadline)
+            except TokenStoreError as exc:
+                return self._serve_without_store(exc)
+            self._store_down = False
             if isinstance(outcome, AccessToken):
                 return outcome
             # Blocked by the budget: wait outside the store lock so that other processes can
-            # still read the store, then start over (one of them may have issued).
-            deadline, allowance_s = self._wait_for_budget(outcome, deadline, allowance_s, waited)
+            # still read the store, then start over (one of them may have issued). A wait that
+            # cannot be had falls back on the token KIS rejected once, if it is still valid.
+            try:
+                deadline, allowance_s = self._wait_for_budget(outcome, deadline, allowance_s, waited)
+            except IssuanceRateLimitedError:
+                kept = self._keep_suspect(outcome.wait)
+                if kept is None:
+                    raise
+                return kept
             waited += outcome.wait
+
+    def _store_deadline(self, deadline: Deadline | None) -> Deadline | None:
+        """The store's share of the call: all of it, or half while a valid token is held (the
+        refresh is optional then, and the call itself must keep time to be sent)."""
+        if deadline is None or self._valid_in_memory(self._clock.now()) is None:
+            return deadline
+        return Deadline.after(self._clock, deadline.remaining() / 2)
+
+    def _valid_in_memory(self, now: datetime) -> AccessToken | None:
+        token = self._entry.held.token if self._entry else None
+        if token is not None and now < token.expires_at and _digest(token.value) not in self._rejected:
+            return token
+        suspect = self._suspect
+        return suspect if suspect is not None and now < suspect.expires_at else None
+
+    def _serve_without_store(self, exc: TokenStoreError) -> AccessToken:
+        """The store is unreachable: serve a valid token held in memory, or raise ``exc``."""
+        now = self._clock.now()
+        token = self._valid_in_memory(now)
+        if token is None:
+            raise exc
+        if not self._store_down:
+            _log.warning(
+                "token store unreachable (%s); serving %s from memory, valid for %s more",
+                exc,
+                token.masked,
+                token.time_left(now),
+            )
+        self._store_down = True
+        self._remember(token, now + _STORE_RETRY_PAUSE)
+        self.last_source = TokenSource.MEMORY
+        return token
+
+    def _keep_suspect(self, wait: timedelta) -> AccessToken | None:
+        """A reissue is blocked for ``wait``: keep serving the token KIS last rejected, if valid."""
+        now = self._clock.now()
+        suspect = self._suspect
+        if suspect is None or now >= suspect.expires_at:
+            return None
+        _log.warning(
+            "tokenP is blocked for %s; serving %s again although KIS rejected it once",
+            wait,
+            suspect.masked,
+        )
+        self._remember(suspect, now + wait)
+        self.last_source = TokenSource.MEMORY
+        return suspect
 
     def _wait_for_budget(
         self, blocked: _Blocked, deadline: Deadline | None, allowance_s: float, waited: timedelta
@@ -256,9 +328,12 @@ class TokenCache:
                 if decision.token is None and isinstance(exc, IssuanceRateLimitedError):
                     return _Blocked(budget.tokenp_wait(self._store, self._scope, now), exc)
             return self._keep_after_failure(exc, decision.token, now)
-        return self._accept_issued(issued, decision.token, now)
+        with within(deadline):  # saving the new token gets the whole call's time, not the share
+            return self._accept_issued(issued, decision.token, now)
 
     def _keep_after_failure(self, exc: QTSError, current: AccessToken | None, now: datetime) -> AccessToken:
+        if current is None and self._suspect is not None and now < self._suspect.expires_at:
+            current = self._suspect  # failing locally is never better than trying it once more
         if current is None or not isinstance(exc, BrokerUnavailableError | RateLimitedError):
             raise exc
         pause = exc.retry_after if isinstance(exc, RateLimitedError) else _REFRESH_RETRY_PAUSE
@@ -275,6 +350,8 @@ class TokenCache:
     def _accept_issued(self, issued: AccessToken, current: AccessToken | None, now: datetime) -> AccessToken:
         if issued.scope != self._scope:
             raise ScopeMismatchError(f"the broker issued a token of {issued.scope} for {self._scope}")
+        if not token_belongs_to(issued.value, self._scope):
+            raise ForeignTokenError("the broker issued a token of another app key (JWT jti); discarded")
         if _digest(issued.value) in self._rejected:
             raise StaleTokenError(
                 "KIS handed back the token it had just rejected (it returns the same token for 6 hours "
@@ -282,6 +359,7 @@ class TokenCache:
                 code="EGW00121",
             )
         self.issued_count += 1
+        self._suspect = None
         hold = None
         if current is not None and issued.value == current.value:
             # KIS answers tokenP with the previous token for 6 hours: asking again would loop.
@@ -345,6 +423,10 @@ class TokenCache:
             _log.warning("store returned a token of %s for %s; ignored", stored.scope, self._scope)
             return None
         if _digest(stored.value) in self._rejected:
+            return None
+        if not token_belongs_to(stored.value, self._scope):
+            # Every token entering memory is checked, whatever store (or adapter) it came from.
+            _log.warning("store returned a token of another app key (JWT jti) for %s; ignored", self._scope)
             return None
         return stored
 

@@ -71,12 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(exc: Exception, out: Output, *, verbose: bool) -> int:
+    from runtime import scrub
     from runtime.errors import QTSError
 
     if verbose:
         import traceback
 
-        traceback.print_exception(exc, file=out.stderr)
+        # The one scrubber sees every byte: a dependency's exception text in the chain too.
+        out.error(scrub.scrub("".join(traceback.format_exception(exc))).rstrip("\n"))
     if isinstance(exc, QTSError):
         out.fail_with(exc)
         return exc.exit_code

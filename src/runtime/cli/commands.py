@@ -24,10 +24,13 @@ PRICE_TR_ID = "FHKST01010100"
 
 
 def _env_file(args: argparse.Namespace) -> Path | None:
+    """The settings file: named with ``--env-file``, else ``./.env`` if present -- a
+    :class:`~runtime.config.FoundEnvFile`, which every reader treats as untrusted."""
     if getattr(args, "env_file", None):
         return Path(args.env_file)
-    default = Path(".env")
-    return default if default.is_file() else None
+    from runtime.config import find_env_file
+
+    return find_env_file()
 
 
 def announce_mode(args: argparse.Namespace, out: Output, *, machine_stdout: bool = False) -> None:
@@ -59,6 +62,12 @@ def _runtime(
     from runtime.bootstrap import build_runtime
 
     settings = settings or _settings(args, out, machine_stdout=machine_stdout)
+    if settings.base_url != settings.mode.official_base_url:
+        # Whoever set the URL, the person running qts sees where the keys are about to go.
+        out.error(
+            f"qts: note: {settings.mode.value} requests go to {settings.base_url}, "
+            f"not to KIS's official host {settings.mode.official_base_url}"
+        )
     return build_runtime(settings, on_wait=_countdown(out))
 
 

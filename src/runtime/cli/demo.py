@@ -82,6 +82,10 @@ class _Demo:
         account = demo_account(self._mode.value)
         credentials = AppCredentials(account.app_key, account.app_secret)
         settings = Settings(mode=self._mode, credentials=credentials, base_url=self._emulator.base_url)
+        self._out.error(
+            f"qts: note: the demo talks to the embedded KIS emulator at {settings.base_url}, "
+            f"not to KIS's official host {self._mode.official_base_url}"
+        )
         with build_runtime(settings, clock=self._clock) as kis:
             first = self._issue_and_reuse(kis)
             self.step(

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
+from runtime.scrub import scrub
+
 if TYPE_CHECKING:
     from runtime.errors import QTSError
 
@@ -51,19 +53,23 @@ class Output:
         stream = self.stderr if machine_stdout or self.as_json else self.stdout
         print(f"{REAL_MARKER} live trading account / 실전투자 계좌", file=stream, flush=True)
 
+    # Everything but ``raw`` (``qts token --reveal``, whose point is the token) goes through the
+    # secret scrubber: no fragment of a key, secret or token reaches qts output by accident.
+
     def line(self, text: str) -> None:
         if not self.as_json:
-            print(text, file=self.stdout, flush=True)
+            print(scrub(text), file=self.stdout, flush=True)
 
     def data(self, payload: dict[str, Any]) -> None:
         if self.as_json:
-            print(json.dumps(payload, ensure_ascii=False, sort_keys=True), file=self.stdout, flush=True)
+            text = json.dumps(payload, ensure_ascii=False, sort_keys=True)
+            print(scrub(text), file=self.stdout, flush=True)
 
     def raw(self, text: str) -> None:
         print(text, file=self.stdout, flush=True)
 
     def error(self, text: str) -> None:
-        print(text, file=self.stderr, flush=True)
+        print(scrub(text), file=self.stderr, flush=True)
 
     def fail_with(self, error: QTSError) -> None:
         """Report ``error``: two lines on stderr and, with ``--json``, ``{"error": {...}}`` on stdout.
@@ -95,4 +101,5 @@ class Output:
         if payload.get("hint"):
             self.error(f"     {payload['hint']}")
         if self.as_json:
-            print(json.dumps({"error": payload}, ensure_ascii=False), file=self.stdout, flush=True)
+            text = json.dumps({"error": payload}, ensure_ascii=False)
+            print(scrub(text), file=self.stdout, flush=True)

@@ -145,16 +145,24 @@ class Sandbox:
     extra_env: dict[str, str]
 
     def write_env(self) -> None:
+        # Where credentials go (URLs, CA bundle) travels in the environment: a .env only found in
+        # the working folder may not set it (docs/security.md G12).
         path = self.qts.tmp_path / ".env"
-        path.write_text("".join(f"{k}={v}\n" for k, v in self.env_lines.items()), encoding="utf-8")
+        lines = {k: v for k, v in self.env_lines.items() if not _routing(k)}
+        path.write_text("".join(f"{k}={v}\n" for k, v in lines.items()), encoding="utf-8")
         path.chmod(0o600)
 
     def env(self) -> dict[str, str]:
-        return {**self.qts.env(), **self.extra_env}
+        routing = {k: v for k, v in self.env_lines.items() if _routing(k)}
+        return {**self.qts.env(), **routing, **self.extra_env}
 
     def run_first(self, *args: str) -> None:
         result = self.qts.run(*args, env=self.env())
         assert result.returncode == 0, result
+
+
+def _routing(name: str) -> bool:
+    return name.endswith("_URL") or name in ("KIS_CA_BUNDLE", "QTS_TOKEN_STORE")
 
 
 def closed_port() -> int:

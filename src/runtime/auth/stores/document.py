@@ -7,16 +7,20 @@ store turns into a miss with a warning, never an error and never a served bad to
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
+from runtime import safejson, scrub
 from runtime.auth.ports import IssuanceLedger, LeaseHolder
 from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope
 from runtime.errors import ScopeMismatchError, StreamSessionHeldError
+from runtime.masking import fingerprint
 
 __all__ = [
+    "MAX_DOCUMENT_BYTES",
     "SCHEMA_VERSION",
     "UnreadableEntry",
     "approval_document",
@@ -31,12 +35,16 @@ __all__ = [
     "parse_approval_document",
     "parse_document",
     "session_held_error",
+    "token_belongs_to",
     "token_from_document",
     "token_to_json",
 ]
 
 #: The ``schema`` field of every document this version writes; documents with another one are misses.
 SCHEMA_VERSION = 1
+#: A document is well under 1 KiB; every store reads at most this much of one.
+MAX_DOCUMENT_BYTES = 64 * 1024
+_MAX_DEPTH = 4  # the document nests 3 levels: {"token": {...}}
 
 
 class UnreadableEntry(Exception):
@@ -71,16 +79,7 @@ def empty_document(scope: BrokerScope) -> dict[str, Any]:
 
 def parse_document(raw: bytes, scope: BrokerScope) -> dict[str, Any]:
     """The checked document of ``scope`` (file or Redis value), or UnreadableEntry saying why not."""
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UnreadableEntry("not valid JSON (truncated or corrupt)") from None
-    if not isinstance(data, dict):
-        raise UnreadableEntry("not a JSON object")
-    if data.get("schema") != SCHEMA_VERSION:
-        raise UnreadableEntry(f"unknown schema {data.get('schema')!r} (this version reads {SCHEMA_VERSION})")
-    if data.get("scope") != {"mode": scope.mode.value, "key_fingerprint": scope.key_fingerprint}:
-        raise UnreadableEntry(f"it names another scope than {scope}")
+    data = _checked_object(raw, scope)
     for field in ("last_issued_at", "blocked_until"):
         _datetime_or_none(data.get(field), field)
     token = data.get("token")
@@ -113,12 +112,40 @@ def _token_from_raw(raw: object, scope: BrokerScope) -> AccessToken:
     issued_at = _datetime_or_none(raw["issued_at"], "issued_at")
     if expires_at is None or issued_at is None:
         raise UnreadableEntry("the token entry lacks its times")
+    if not token_belongs_to(value, scope):
+        raise UnreadableEntry(f"the token names another app key than {scope} (JWT jti); never sent")
     try:
-        return AccessToken(
+        token = AccessToken(
             value=value, token_type=token_type, expires_at=expires_at, issued_at=issued_at, scope=scope
         )
     except ValueError:
         raise UnreadableEntry("the token entry does not pass validation") from None
+    scrub.register(token.value)  # held by this process from now on: never printable, even in part
+    return token
+
+
+def token_belongs_to(value: str, scope: BrokerScope) -> bool:
+    """False when ``value`` is a JWT whose ``jti`` (KIS puts the app key there) is another key's.
+
+    The runtime holds no app key, but it holds the key's fingerprint: the jti's fingerprint must
+    match the scope's. A token of the other mode (another key) or of another account planted in
+    a store is refused here, whatever store it came from. A token that is not a readable JWT
+    carries no claim to check and passes (KIS's tokens are JWTs; test doubles may not be)."""
+    jti = _jwt_jti(value)
+    return jti is None or fingerprint(jti) == scope.key_fingerprint
+
+
+def _jwt_jti(value: str) -> str | None:
+    parts = value.split(".")
+    if len(parts) != 3 or len(parts[1]) > 8192:
+        return None
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = safejson.loads(payload.decode("utf-8"), max_depth=8)
+    except (binascii.Error, ValueError):
+        return None
+    jti = claims.get("jti") if isinstance(claims, dict) else None
+    return jti if isinstance(jti, str) else None
 
 
 def ledger_from_document(data: dict[str, Any]) -> IssuanceLedger:
@@ -171,9 +198,11 @@ def parse_approval_document(raw: bytes, scope: BrokerScope) -> ApprovalKey:
     if not isinstance(entry["value"], str) or issued_at is None:
         raise UnreadableEntry("the approval entry has a value that is not text or no issue time")
     try:
-        return ApprovalKey(value=entry["value"], scope=scope, issued_at=issued_at)
+        key = ApprovalKey(value=entry["value"], scope=scope, issued_at=issued_at)
     except ValueError:
         raise UnreadableEntry("the approval entry does not pass validation") from None
+    scrub.register(key.value)  # held by this process from now on: never printable, even in part
+    return key
 
 
 def holder_document(holder: LeaseHolder) -> dict[str, Any]:
@@ -184,9 +213,9 @@ def holder_document(holder: LeaseHolder) -> dict[str, Any]:
 def holder_from_raw(raw: bytes) -> LeaseHolder | None:
     """The holder stored beside a lease, or None when it cannot be read."""
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = _bounded_json(raw)
         since = _datetime_or_none(data.get("since"), "since") if isinstance(data, dict) else None
-    except (UnicodeDecodeError, ValueError, UnreadableEntry):
+    except UnreadableEntry:
         return None
     if since is None or not isinstance(data.get("host"), str) or type(data.get("pid")) is not int:
         return None
@@ -194,10 +223,8 @@ def holder_from_raw(raw: bytes) -> LeaseHolder | None:
 
 
 def _checked_object(raw: bytes, scope: BrokerScope) -> dict[str, Any]:
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UnreadableEntry("not valid JSON (truncated or corrupt)") from None
+    """The one bounded, typed reader of every stored document (token, ledger, approval key)."""
+    data = _bounded_json(raw)
     if not isinstance(data, dict):
         raise UnreadableEntry("not a JSON object")
     if data.get("schema") != SCHEMA_VERSION:
@@ -205,6 +232,18 @@ def _checked_object(raw: bytes, scope: BrokerScope) -> dict[str, Any]:
     if data.get("scope") != {"mode": scope.mode.value, "key_fingerprint": scope.key_fingerprint}:
         raise UnreadableEntry(f"it names another scope than {scope}")
     return data
+
+
+def _bounded_json(raw: bytes) -> Any:
+    # Size, nesting and number length bounded: a planted value is a miss, never RecursionError.
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise UnreadableEntry(f"{len(raw)} bytes is far too large for a stored document")
+    try:
+        return safejson.loads(raw.decode("utf-8"), max_depth=_MAX_DEPTH)
+    except UnicodeDecodeError:
+        raise UnreadableEntry("not UTF-8 text") from None
+    except safejson.JSONRefused as why:  # corrupt, truncated, too deep, a 5000-digit number...
+        raise UnreadableEntry(f"not a stored document ({why})") from None
 
 
 def session_held_error(scope: BrokerScope, holder: LeaseHolder | None) -> StreamSessionHeldError:

@@ -35,7 +35,9 @@ from typing import Any
 import filelock
 
 from runtime.auth.ports import IssuanceLedger, LeaseHolder
+from runtime.auth.stores.bounds import seconds_left
 from runtime.auth.stores.document import (
+    MAX_DOCUMENT_BYTES,
     UnreadableEntry,
     approval_document,
     check_approval_scope,
@@ -60,7 +62,7 @@ __all__ = ["FileTokenStore"]
 
 _log = logging.getLogger(__name__)
 
-_MAX_FILE_BYTES = 64 * 1024  # a token file is well under 1 KiB; anything bigger is not ours
+_MAX_FILE_BYTES = MAX_DOCUMENT_BYTES  # a token file is well under 1 KiB; anything bigger is not ours
 _NAME = re.compile(r"(VTS|REAL)-([0-9a-f]{12})\.json")
 _WRITE_LOCK_TIMEOUT_S = 30.0
 
@@ -196,10 +198,13 @@ class FileTokenStore:
 
     @contextlib.contextmanager
     def issuance_lock(self, scope: BrokerScope, timeout_s: float) -> Iterator[None]:
-        """The scope's exclusive lock across processes (reentrant within one thread)."""
+        """The scope's exclusive lock across processes (reentrant within one thread).
+
+        Waits at most ``timeout_s``, and never past the current call's deadline."""
         lock = self._lock_for(scope)
+        timeout_s = seconds_left(max(timeout_s, 0.0), "token lock")
         try:
-            lock.acquire(timeout=max(timeout_s, 0.0))
+            lock.acquire(timeout=timeout_s)
         except filelock.Timeout as exc:
             raise TokenStoreError(
                 f"another process has held the token lock for {scope} for more than {timeout_s:g} s "
@@ -216,6 +221,8 @@ class FileTokenStore:
 
     def tokens(self) -> list[AccessToken]:
         """Every readable token in the folder, ordered by scope."""
+        if not self._folder_is_safe():
+            return []
         try:
             names = sorted(os.listdir(self._folder))
         except FileNotFoundError:
@@ -228,23 +235,56 @@ class FileTokenStore:
     # --- the disk --------------------------------------------------------------------------------
 
     def _prepare(self) -> None:
-        """Create the folder 0700 (or tighten it) once; raise TokenStoreError if impossible."""
+        """Create the folder 0700 (or tighten a readable one) once; TokenStoreError if impossible
+        or if the folder is not safe (see :meth:`_folder_is_safe`)."""
         with self._guard:
             if self._ready:
                 return
             try:
                 self._folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-                info = self._folder.stat()
-                if info.st_uid != os.getuid():
-                    _log.warning("token folder %s is owned by uid %d, not by us", self._folder, info.st_uid)
-                elif stat.S_IMODE(info.st_mode) & 0o077:
-                    os.chmod(self._folder, 0o700)
-                    _log.warning("token folder %s was open to others; tightened to 0700", self._folder)
             except OSError as exc:
                 raise TokenStoreError(
                     f"cannot create token folder {self._folder}: {exc.strerror or exc}"
                 ) from exc
+        self._folder_is_safe(tighten=True)
+
+    def _folder_is_safe(self, *, tighten: bool = False) -> bool:
+        """True when the folder exists and is ours alone; False when it does not exist yet.
+
+        As ssh refuses a loose ``~/.ssh``: a folder owned by another user, or writable by
+        others, is refused with TokenStoreError -- whoever can write there can plant a FIFO, a
+        lock-file symlink or a token of their choosing. One readable by others is tightened
+        before the first write (``tighten``); a read changes nothing."""
+        if self._ready:
+            return True
+        try:
+            info = os.stat(self._folder)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise TokenStoreError(
+                f"cannot inspect token folder {self._folder}: {exc.strerror or exc}"
+            ) from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise TokenStoreError(f"token folder {self._folder} is not a folder; refusing to use it")
+        problem = folder_problem(info.st_uid, info.st_mode)
+        if problem is not None:
+            raise TokenStoreError(
+                f"refusing token folder {self._folder}: {problem}. Tokens there could be read, replaced "
+                f"or planted by someone else; use a folder of your own (chmod 700 it), or set "
+                f"QTS_TOKEN_STORE=file:PATH to another one"
+            )
+        if not tighten:
+            return True
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            try:
+                os.chmod(self._folder, 0o700)
+            except OSError as exc:
+                raise TokenStoreError(f"cannot tighten token folder {self._folder}: {exc.strerror}") from None
+            _log.warning("token folder %s was readable by others; tightened to 0700", self._folder)
+        with self._guard:
             self._ready = True
+        return True
 
     def _lock_for(self, scope: BrokerScope) -> filelock.FileLock:
         self._prepare()
@@ -263,6 +303,9 @@ class FileTokenStore:
             yield
 
     def _read_bytes(self, path: Path) -> bytes | None:
+        # Every read (token, approval key, lease holder) first checks the folder is ours alone.
+        if not self._folder_is_safe():
+            return None
         try:
             return _read_private(path)
         except FileNotFoundError:
@@ -308,6 +351,15 @@ class FileTokenStore:
         _fsync_folder(self._folder)
 
 
+def folder_problem(uid: int, mode: int) -> str | None:
+    """Why a folder with owner ``uid`` and ``mode`` must not hold tokens, or None (pure)."""
+    if uid != os.getuid():
+        return f"it is owned by uid {uid}, not by this user (uid {os.getuid()})"
+    if stat.S_IMODE(mode) & 0o022:
+        return f"it is writable by other users (mode {stat.S_IMODE(mode):04o})"
+    return None
+
+
 class _FileLease:
     """A held ``flock``: released by :meth:`release` or by the kernel when the process dies."""
 
@@ -345,9 +397,13 @@ def _read_or_empty(path: Path) -> bytes:
 
 
 def _read_private(path: Path) -> bytes:
-    """The bytes of ``path`` if it is a regular file of ours, not a symlink, and not writable by others."""
+    """The bytes of ``path`` if it is a regular file of ours, not a symlink, and not writable by others.
+
+    Opened non-blocking and checked with fstat before any read: a FIFO (or a device) planted at
+    the path is refused at once instead of blocking ``open()`` forever."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnreadableEntry("it is a symlink; token files are never followed through links") from None

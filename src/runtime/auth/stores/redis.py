@@ -34,9 +34,13 @@ from typing import Any
 import redis
 import redis.exceptions
 import redis.lock
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from runtime.auth.ports import ClockPort, IssuanceLedger, LeaseHolder
+from runtime.auth.stores.bounds import seconds_left, within
 from runtime.auth.stores.document import (
+    MAX_DOCUMENT_BYTES,
     UnreadableEntry,
     approval_document,
     check_approval_scope,
@@ -54,6 +58,7 @@ from runtime.auth.stores.document import (
     token_to_json,
 )
 from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope, Mode
+from runtime.deadline import Deadline
 from runtime.errors import TokenStoreError
 
 __all__ = ["LOCK_LEASE_S", "RedisTokenStore"]
@@ -72,6 +77,8 @@ _RENEW = (
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _MIN_TTL = timedelta(seconds=1)
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_SOCKET_TIMEOUT_S = 5.0
+_RELEASE_GRACE_S = 0.25  # releasing a lock past the deadline beats leaving it for the whole lease
 
 
 class RedisTokenStore:
@@ -93,6 +100,7 @@ class RedisTokenStore:
     ) -> None:
         if not _PREFIX.fullmatch(prefix):
             raise ValueError("prefix must be 1-64 letters, digits, '_', '-' or '.'")
+        _bound_connections(client)
         self._client = client
         self._clock = clock
         self._prefix = prefix
@@ -103,7 +111,13 @@ class RedisTokenStore:
     def from_url(cls, url: str, clock: ClockPort, **options: Any) -> RedisTokenStore:
         """A store on the server ``url`` names (``redis://``, ``rediss://``, ``unix://``).
         Connects lazily; raises ValueError for a URL redis-py cannot read."""
-        client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        # No retries inside redis-py: one attempt per operation, within the call's time left.
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=_SOCKET_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
         return cls(client, clock, **options)
 
     def _key(self, kind: str, scope: BrokerScope) -> str:
@@ -149,11 +163,14 @@ class RedisTokenStore:
 
     @contextlib.contextmanager
     def issuance_lock(self, scope: BrokerScope, timeout_s: float) -> Iterator[None]:
-        """The scope's lock across hosts; not reentrant (the cache takes it once per get)."""
+        """The scope's lock across hosts; not reentrant (the cache takes it once per get).
+
+        Waits at most ``timeout_s``, and never past the current call's deadline."""
+        timeout_s = seconds_left(max(timeout_s, 0.0), "token lock")
         lock = self._client.lock(
             self._key("lock", scope),
             timeout=self._lease_s,
-            blocking_timeout=max(timeout_s, 0.0),
+            blocking_timeout=timeout_s,
             thread_local=False,  # the renewing thread must see the lock's token
         )
         with self._errors("lock"):
@@ -173,7 +190,8 @@ class RedisTokenStore:
             held.set()
             renewer.join(timeout=self._lease_s)
             try:
-                lock.release()
+                with within(Deadline.after(self._clock, _RELEASE_GRACE_S)):
+                    lock.release()
             except redis.exceptions.LockError:
                 _log.warning(
                     "the token lock for %s expired before release (lease %g s); another holder may "
@@ -181,19 +199,18 @@ class RedisTokenStore:
                     scope,
                     self._lease_s,
                 )
-            except redis.exceptions.RedisError as exc:
+            except (redis.exceptions.RedisError, TokenStoreError) as exc:
                 _log.warning("could not release the token lock for %s: %s", scope, exc)
 
     # --- approval key -------------------------------------------------------------------
 
     def load_approval(self, scope: BrokerScope) -> ApprovalKey | None:
         key = self._key("approval", scope)
-        with self._errors("read from"):
-            raw = self._client.get(key)
+        raw = self._get_bounded(key)
         if raw is None:
             return None
         try:
-            return parse_approval_document(raw if isinstance(raw, bytes) else str(raw).encode(), scope)
+            return parse_approval_document(raw, scope)
         except UnreadableEntry as why:
             _log.warning("ignoring Redis key %s: %s", key, why)
             return None
@@ -218,10 +235,8 @@ class RedisTokenStore:
         ttl_ms = _ms(timedelta(seconds=self._stream_lease_s))
         with self._errors("take the stream lease in"):
             taken = self._client.set(key, value, nx=True, px=ttl_ms)
-            current = None if taken else self._client.get(key)
         if not taken:
-            raw = current if isinstance(current, bytes) else b""
-            raise session_held_error(scope, holder_from_raw(raw))
+            raise session_held_error(scope, holder_from_raw(self._get_bounded(key) or b""))
         lease = _RedisLease(self._client, key, value, holder, ttl_ms)
         lease.start()
         return lease
@@ -240,17 +255,34 @@ class RedisTokenStore:
     # --- helpers -------------------------------------------------------------------------------
 
     def _get_document(self, key: str, scope: BrokerScope) -> dict[str, Any] | None:
-        with self._errors("read from"):
-            raw = self._client.get(key)
+        raw = self._get_bounded(key)
         if raw is None:
             return None
-        if not isinstance(raw, bytes):
-            raw = str(raw).encode("utf-8")
         try:
             return parse_document(raw, scope)
         except UnreadableEntry as why:
             _log.warning("ignoring Redis key %s: %s", key, why)
             return None
+
+    def _get_bounded(self, key: str) -> bytes | None:
+        """The value at ``key``, or None when missing, not a string, or too large to be ours.
+
+        GETRANGE, never GET: a 128 MiB value planted at the key costs one bounded read."""
+        try:
+            with self._errors("read from"):
+                raw = self._client.getrange(key, 0, MAX_DOCUMENT_BYTES)
+        except TokenStoreError as exc:
+            if isinstance(exc.__cause__, redis.exceptions.ResponseError):  # WRONGTYPE: not ours
+                _log.warning("ignoring Redis key %s: it is not a string value", key)
+                return None
+            raise
+        if not raw:  # a missing key reads as empty; a document is never empty
+            return None
+        raw = raw if isinstance(raw, bytes) else str(raw).encode("utf-8")
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            _log.warning("ignoring Redis key %s: more than %d bytes is not ours", key, MAX_DOCUMENT_BYTES)
+            return None
+        return raw
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -333,3 +365,52 @@ def _dump(document: dict[str, Any]) -> bytes:
 
 def _ms(duration: timedelta) -> int:
     return max(int(duration.total_seconds() * 1000), 1)
+
+
+def _bound_connections(client: redis.Redis) -> None:
+    """Make every connection of ``client`` bound each command by the call's time left.
+
+    redis-py's socket timeout is fixed per connection; a paused server would hold a command
+    for all of it (5 s) against a 2 s deadline. The subclass sets the socket's timeout to
+    :func:`~runtime.auth.stores.bounds.seconds_left` before each send and each read."""
+    pool = client.connection_pool
+    base = pool.connection_class
+    if getattr(base, "_qts_bounded", False):
+        return
+    pool.connection_class = _bounded_class(base)
+
+
+_BOUNDED: dict[type[Any], type[Any]] = {}
+
+
+def _bounded_class(base: type[Any]) -> type[Any]:
+    cls = _BOUNDED.get(base)
+    if cls is not None:
+        return cls
+
+    def _bound(self: Any) -> None:
+        usual = getattr(self, "_qts_usual_timeout", None)
+        if usual is None:
+            usual = self._qts_usual_timeout = self.socket_timeout or _SOCKET_TIMEOUT_S
+        left = seconds_left(usual, "Redis command")
+        self.socket_timeout = left
+        self.socket_connect_timeout = min(left, _SOCKET_TIMEOUT_S)
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
+            sock.settimeout(left)
+
+    def send_packed_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _bound(self)
+        return base.send_packed_command(self, *args, **kwargs)
+
+    def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _bound(self)
+        return base.read_response(self, *args, **kwargs)
+
+    cls = type(
+        f"Bounded{base.__name__}",
+        (base,),
+        {"send_packed_command": send_packed_command, "read_response": read_response, "_qts_bounded": True},
+    )
+    _BOUNDED[base] = cls
+    return cls

@@ -8,13 +8,15 @@ after a broken or 5xx answer; tokenP and other POSTs are not (tokenP is rate lim
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import urllib3
 
+from runtime import scrub
 from runtime.broker.base import (
     AccessToken,
     AppCredentials,
@@ -28,8 +30,13 @@ from runtime.broker.kis import auth
 from runtime.broker.kis.transport import HttpReply, exchange, fork_safe
 from runtime.clock import ClockPort, SystemClock
 from runtime.deadline import Deadline
-from runtime.errors import BrokerUnavailableError, OrderRefusedError, ScopeMismatchError
-from runtime.masking import mask
+from runtime.errors import (
+    BrokerUnavailableError,
+    CredentialsRejectedError,
+    OrderRefusedError,
+    QTSError,
+    ScopeMismatchError,
+)
 
 __all__ = ["KISBrokerAdapter", "tr_id_for_mode"]
 
@@ -65,6 +72,13 @@ class KISBrokerAdapter:
         self._base_url = (base_url or mode.official_base_url).rstrip("/")
         self._clock: ClockPort = clock or SystemClock()
         self._scope = BrokerScope(mode, credentials.fingerprint)
+        # KIS's rejection of these credentials (EGW00102/103/104/105/112/115, EGW02004), kept for
+        # the adapter's life: asking again cannot succeed, and a loop of calls must not send a
+        # tokenP each. Corrected credentials mean a new adapter (a new runtime), tried afresh.
+        self._rejected: CredentialsRejectedError | None = None
+        # From here on no fragment of either credential can reach a log record or an error.
+        scrub.register(credentials.app_key, permanent=True)
+        scrub.register(credentials.app_secret, permanent=True)
         # Built once: the per-call work is adding three headers, not re-encoding these.
         self._call_headers = {
             "content-type": _JSON,
@@ -98,6 +112,10 @@ class KISBrokerAdapter:
         return f"KISBrokerAdapter(scope={self._scope}, base_url={self._base_url!r})"
 
     def issue_token(self, *, deadline: Deadline) -> AccessToken:
+        with _scrubbed_errors(), self._remembering_rejection():
+            return self._issue_token(deadline)
+
+    def _issue_token(self, deadline: Deadline) -> AccessToken:
         body = auth.token_body(self._credentials.app_key, self._credentials.app_secret)
         reply = self._exchange(
             "POST", auth.TOKEN_PATH, self._auth_headers, deadline, body=body, idempotent=False
@@ -109,19 +127,30 @@ class KISBrokerAdapter:
             now=self._clock.now(),
             scrub=self._scrub,
         )
+        scrub.register(token.value)
         _log.debug("tokenP answered for %s: %s", self._scope, token.masked)
         return token
 
     def issue_approval_key(self, *, deadline: Deadline) -> ApprovalKey:
+        with _scrubbed_errors():
+            return self._issue_approval_key(deadline)
+
+    def _issue_approval_key(self, deadline: Deadline) -> ApprovalKey:
         body = auth.approval_body(self._credentials.app_key, self._credentials.app_secret)
         reply = self._exchange(
             "POST", auth.APPROVAL_PATH, self._auth_headers, deadline, body=body, idempotent=False
         )
         key = auth.parse_approval_reply(reply, scope=self._scope, now=self._clock.now(), scrub=self._scrub)
+        scrub.register(key.value)  # an approval key is a secret like a token
         _log.debug("Approval answered for %s: %s", self._scope, key.masked)
         return key
 
     def revoke_token(self, token: AccessToken, *, deadline: Deadline) -> None:
+        with _scrubbed_errors():
+            self._revoke_token(token, deadline)
+
+    def _revoke_token(self, token: AccessToken, deadline: Deadline) -> None:
+        scrub.register(token.value)
         self._check_scope(token)
         body = auth.revoke_body(self._credentials.app_key, self._credentials.app_secret, token.value)
         reply = self._exchange(
@@ -131,6 +160,11 @@ class KISBrokerAdapter:
         _log.debug("revokeP accepted %s", token.masked)
 
     def send(self, request: BrokerRequest, token: AccessToken, *, deadline: Deadline) -> BrokerResponse:
+        with _scrubbed_errors():
+            return self._send(request, token, deadline)
+
+    def _send(self, request: BrokerRequest, token: AccessToken, deadline: Deadline) -> BrokerResponse:
+        scrub.register(token.value)
         if token.scope is not self._scope:  # tokens this adapter issued share its scope object
             self._check_scope(token)
         if request.is_order:
@@ -195,13 +229,38 @@ class KISBrokerAdapter:
             self._clock.sleep(pause)
         raise BrokerUnavailableError(f"KIS stayed unavailable for {deadline.total_s:g} s")
 
+    @contextlib.contextmanager
+    def _remembering_rejection(self) -> Iterator[None]:
+        """tokenP: raise KIS's earlier rejection of these credentials at once; remember a new one."""
+        known = self._rejected
+        if known is not None:
+            raise type(known)(
+                f"{known.message} (KIS rejected these credentials earlier in this process; "
+                "nothing was sent: fix them and start again)",
+                code=known.code,
+            )
+        try:
+            yield
+        except CredentialsRejectedError as exc:
+            self._rejected = exc
+            raise
+
     def _check_scope(self, token: AccessToken) -> None:
         if token.scope != self._scope:
             raise ScopeMismatchError(f"a token of {token.scope} cannot be used for {self._scope}")
 
     def _scrub(self, text: str, *also: str) -> str:
-        """Server text may echo what we sent; never let a secret ride out in an error message."""
-        for secret in (self._credentials.app_secret, self._credentials.app_key, *also):
-            if secret and secret in text:
-                text = text.replace(secret, mask(secret))
-        return text
+        """Server text may echo what we sent, whole or in part: no fragment of a secret rides out."""
+        for secret in also:
+            scrub.register(secret)
+        return scrub.scrub(text)
+
+
+@contextlib.contextmanager
+def _scrubbed_errors() -> Iterator[None]:
+    """Every exception leaving the adapter: text and chain scrubbed, foreign links cut off."""
+    try:
+        yield
+    except Exception as exc:  # QTSError, or a bug: either way no secret in its text or chain
+        scrub.scrub_exception(exc, ours=QTSError)
+        raise

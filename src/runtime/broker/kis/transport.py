@@ -1,13 +1,32 @@
 """One HTTP exchange with KIS over an injected urllib3 PoolManager, with typed failures.
 
-This module is where urllib3 exceptions stop: everything leaves as a QTSError. Bodies are
-read with a cap so a hostile or broken gateway cannot make us buffer without limit.
+This module is where urllib3 exceptions stop: everything leaves as a QTSError whose text is
+ours (never urllib3's, which may quote a broken status, header or chunk-size line), raised
+outside any ``except`` block so that no dependency's exception rides along as ``__context__``.
+
+**The deadline is per exchange, not per read.** urllib3's read timeout bounds each socket
+read; a server sending one byte every 0.3 s -- in the status line, the headers, the body,
+endless ``100 Continue`` or endless trailers -- never trips it. So every exchange runs under a
+guard: the sockets it uses are registered with one watchdog thread, which shuts them down
+(``shutdown(SHUT_RDWR)``, which wakes any blocked read) when the deadline passes. An answer
+completed after the deadline is refused as well: nothing that arrives late is used.
+
+Bodies are read with a cap, and headers have a total cap, so a hostile or broken gateway
+cannot make us buffer without limit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
+import os
+import socket
 import ssl
-from collections.abc import Mapping
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -25,13 +44,30 @@ from urllib3.exceptions import (
 )
 
 from runtime.deadline import Deadline
-from runtime.errors import BrokerUnavailableError, MalformedResponseError, TLSVerificationError
+from runtime.errors import (
+    BrokerUnavailableError,
+    MalformedResponseError,
+    QTSError,
+    TLSVerificationError,
+)
 from runtime.forksafe import renew_in_child
 
-__all__ = ["MAX_BODY_BYTES", "HttpReply", "exchange", "fork_safe"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_HEADERS",
+    "MAX_HEADER_BYTES",
+    "MAX_HEADER_LINE_BYTES",
+    "HttpReply",
+    "exchange",
+    "fork_safe",
+]
 
 #: KIS answers are a few KiB; a balance page is well under 100 KiB.
 MAX_BODY_BYTES = 1024 * 1024
+#: KIS sends about a dozen short headers; 32 KiB in all, 8 KiB for one and 64 of them is generous.
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADER_LINE_BYTES = 8 * 1024
+MAX_HEADERS = 64
 _CHUNK = 64 * 1024
 _CONNECT_TIMEOUT_S = 5.0
 # One attempt, no redirects: retries are decided by the adapter, which knows the deadline
@@ -73,46 +109,92 @@ def exchange(
     body: bytes | None = None,
     query: Mapping[str, Any] | None = None,
 ) -> HttpReply:
-    """Send one request and read the whole answer; connect and read are each bounded by the
-    time ``deadline`` has left when the request starts.
+    """Send one request and read the whole answer, all of it before ``deadline`` (wall time).
 
-    Raises BrokerUnavailableError (``request_sent`` False when it never left this host),
-    TLSVerificationError, MalformedResponseError (body over MAX_BODY_BYTES).
+    Raises BrokerUnavailableError (``request_sent`` False when it never left this host; also
+    when the deadline passed, whatever the server was doing), TLSVerificationError,
+    MalformedResponseError (body over MAX_BODY_BYTES, headers over MAX_HEADER_BYTES).
     """
-    timeout_s = deadline.remaining()
-    timeout = urllib3.Timeout(connect=min(_CONNECT_TIMEOUT_S, timeout_s), read=timeout_s)
-    try:
-        response = http.request(
-            method,
-            url,
-            headers=headers,
-            body=body,
-            fields=dict(query) if query else None,
-            timeout=timeout,
-            retries=_NO_RETRY,
-            redirect=False,
-            preload_content=False,
+    left = deadline.remaining()
+    if left <= 0:
+        raise BrokerUnavailableError(
+            f"the {deadline.total_s:g} s deadline passed before the request went out", request_sent=False
         )
-    except MaxRetryError as exc:
-        raise _unavailable(exc.reason or exc) from exc
-    except HTTPError as exc:
-        raise _unavailable(exc) from exc
-    except OSError as exc:
-        raise BrokerUnavailableError(f"network error talking to KIS: {type(exc).__name__}") from exc
+    _install_guarded_connections(http, url)
+    error: QTSError | None = None
+    reply: HttpReply | None = None
+    with _guarded(left) as guard:
+        try:
+            reply = _send_and_read(http, method, url, headers, left, body, query)
+        except QTSError as exc:
+            error = exc
+        except MaxRetryError as exc:
+            error = _unavailable(exc.reason or exc)
+        except (HTTPError, OSError, ValueError) as exc:  # ValueError: a socket shut under http.client
+            error = _unavailable(exc)
+    # Outside every except block: the error carries no urllib3 exception as its context.
+    if guard.fired or deadline.expired:
+        raise BrokerUnavailableError(
+            f"no complete answer from KIS within the {deadline.total_s:g} s deadline",
+            request_sent=guard.sent,
+        )
+    if error is not None:
+        raise error
+    assert reply is not None  # noqa: S101 - either an error or a reply, by construction
+    return reply
+
+
+def _send_and_read(
+    http: urllib3.PoolManager,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    left: float,
+    body: bytes | None,
+    query: Mapping[str, Any] | None,
+) -> HttpReply:
+    response = http.request(
+        method,
+        url,
+        headers=headers,
+        body=body,
+        fields=dict(query) if query else None,
+        timeout=urllib3.Timeout(connect=min(_CONNECT_TIMEOUT_S, left), read=left),
+        retries=_NO_RETRY,
+        redirect=False,
+        preload_content=False,
+    )
+    broke: str | None = None
+    data = b""
     try:
+        _check_headers(response)
         data = _read_capped(response)
-    except HTTPError as exc:
-        raise BrokerUnavailableError(
-            f"the connection broke while reading KIS's answer ({type(exc).__name__})"
-        ) from exc
-    except OSError as exc:
-        raise BrokerUnavailableError(
-            f"the connection broke while reading KIS's answer: {type(exc).__name__}"
-        ) from exc
+    except (HTTPError, OSError, ValueError) as exc:
+        broke = type(exc).__name__
     finally:
+        if broke is not None or sys.exc_info()[0] is not None:
+            response.close()  # never hand a half-read or shut connection back to the pool
         response.release_conn()
+    if broke is not None:  # raised here, not in the except block: no urllib3 text as context
+        raise BrokerUnavailableError(f"the connection broke while reading KIS's answer ({broke})")
     # urllib3's HTTPHeaderDict is already a case-insensitive mapping: no copy per call.
     return HttpReply(response.status, response.headers, data)
+
+
+def _check_headers(response: urllib3.BaseHTTPResponse) -> None:
+    count = 0
+    size = 0
+    longest = 0
+    for name, value in response.headers.items():
+        count += 1
+        line = len(name) + len(value) + 4
+        size += line
+        longest = max(longest, line)
+    if count > MAX_HEADERS or size > MAX_HEADER_BYTES or longest > MAX_HEADER_LINE_BYTES:
+        raise MalformedResponseError(
+            f"KIS's answer has {count} headers of {size} bytes in all, the longest {longest} (at most "
+            f"{MAX_HEADERS}, {MAX_HEADER_BYTES} and {MAX_HEADER_LINE_BYTES} bytes are accepted); refused"
+        )
 
 
 def _read_capped(response: urllib3.BaseHTTPResponse) -> bytes:
@@ -130,14 +212,13 @@ def _read_capped(response: urllib3.BaseHTTPResponse) -> bytes:
     for chunk in response.stream(_CHUNK, decode_content=True):
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            # Do not return a half-read connection to the pool.
-            response.close()
             raise MalformedResponseError(f"KIS's answer is larger than {MAX_BODY_BYTES} bytes; refused")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 def _unavailable(reason: BaseException) -> BrokerUnavailableError | TLSVerificationError:
+    """Our own words for a urllib3/socket failure: type names only, never its text."""
     if isinstance(reason, SSLError | ssl.SSLError):
         return TLSVerificationError(
             "TLS verification of the KIS host failed; if a corporate proxy re-signs traffic, "
@@ -155,5 +236,166 @@ def _unavailable(reason: BaseException) -> BrokerUnavailableError | TLSVerificat
     if isinstance(reason, ReadTimeoutError):
         return BrokerUnavailableError("KIS did not answer in time (read timeout)")
     if isinstance(reason, ProtocolError):
-        return BrokerUnavailableError("the connection to KIS broke (reset or closed early)")
+        return BrokerUnavailableError("the connection to KIS broke (reset, closed early or garbled)")
     return BrokerUnavailableError(f"network error talking to KIS: {type(reason).__name__}")
+
+
+# --- the guard: one deadline for every socket an exchange touches ----------------------------
+
+
+class _Guard:
+    """The sockets of one exchange, shut down together when its deadline passes."""
+
+    __slots__ = ("_fds", "_lock", "at", "done", "fired", "sent")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.done = False
+        self.fired = False
+        self.sent = False  # a socket was connected: the request may have left this host
+        self._fds: list[int] = []
+        self._lock = threading.Lock()
+
+    def watch(self, sock: socket.socket) -> None:
+        # A duplicate descriptor: shutdown() acts on the socket, whatever object wraps it
+        # later (the TLS wrapper detaches the plain socket object it was given).
+        try:
+            fd = os.dup(sock.fileno())
+        except (OSError, ValueError):
+            return
+        with self._lock:
+            self.sent = True
+            if not self.done and not self.fired:
+                self._fds.append(fd)
+                return
+            late = self.fired
+        if late:
+            _shutdown(fd)
+        os.close(fd)
+
+    def fire(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.fired = True
+            for fd in self._fds:
+                _shutdown(fd)
+
+    def finish(self) -> None:
+        with self._lock:
+            self.done = True
+            fds, self._fds = self._fds, []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _shutdown(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.detach()
+
+
+class _Watchdog:
+    """One daemon thread that fires guards at their deadlines (a heap, not a thread per call)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Guard]] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, guard: _Guard) -> None:
+        with self._cond:
+            while self._heap and self._heap[0][2].done:
+                heapq.heappop(self._heap)  # finished calls: most of them, and in order
+            heapq.heappush(self._heap, (guard.at, next(self._seq), guard))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="qts-deadline", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is guard:
+                self._cond.notify()
+
+    def _next_due(self) -> _Guard:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                delay = self._heap[0][0] - time.monotonic()
+                if delay <= 0:
+                    return heapq.heappop(self._heap)[2]
+                self._cond.wait(delay)
+
+    def _run(self) -> None:
+        while True:
+            self._next_due().fire()
+
+    def reset_after_fork(self) -> None:
+        self._heap = []
+        self._cond = threading.Condition()
+        self._thread = None
+
+
+_WATCHDOG = _Watchdog()
+_current = threading.local()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WATCHDOG.reset_after_fork)
+
+
+@contextlib.contextmanager
+def _guarded(seconds: float) -> Iterator[_Guard]:
+    # Real time on purpose: sockets wait in real time, whatever clock the caller injected.
+    guard = _Guard(time.monotonic() + seconds)
+    _WATCHDOG.add(guard)
+    previous = getattr(_current, "guard", None)
+    _current.guard = guard
+    try:
+        yield guard
+    finally:
+        _current.guard = previous
+        guard.finish()
+
+
+def _arm(sock: socket.socket | None) -> None:
+    guard: _Guard | None = getattr(_current, "guard", None)
+    if guard is not None and sock is not None:
+        guard.watch(sock)
+
+
+# urllib3 creates and reuses connections inside its pool; these subclasses tell the current
+# exchange's guard about every socket: a new one as soon as TCP connects (before the TLS
+# handshake, which a slow server could stretch too), a reused one when the request starts.
+_GUARDED: dict[type[Any], type[Any]] = {}
+
+
+def _guarded_class(base: type[Any]) -> type[Any]:
+    cls = _GUARDED.get(base)
+    if cls is not None:
+        return cls
+
+    def _new_conn(self: Any) -> socket.socket:
+        sock: socket.socket = base._new_conn(self)
+        _arm(sock)
+        return sock
+
+    def request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _arm(self.sock)
+        return base.request(self, *args, **kwargs)
+
+    cls = type(f"Guarded{base.__name__}", (base,), {"_new_conn": _new_conn, "request": request})
+    _GUARDED[base] = cls
+    _GUARDED[cls] = cls
+    return cls
+
+
+def _install_guarded_connections(http: urllib3.PoolManager, url: str) -> None:
+    pool: Any = http.connection_from_url(url)
+    current = pool.ConnectionCls
+    if _GUARDED.get(current) is not current:
+        pool.ConnectionCls = _guarded_class(current)

@@ -10,13 +10,12 @@ classes need no more, and cattrs' import and set-up were ~10 ms of every process
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
 
+from runtime import safejson
 from runtime.errors import MalformedResponseError
 
 __all__ = [
@@ -160,19 +159,10 @@ def decode_json_object(body: bytes, what: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise MalformedResponseError(f"{what} is not UTF-8 text") from None
     try:
-        data = _decoder().decode(text)
-    except (ValueError, RecursionError):
+        # Bounded: nesting, number length, NaN/Infinity and 1e999 (which would become inf).
+        data = safejson.loads(text)
+    except safejson.JSONRefused:
         raise MalformedResponseError(f"{what} is not valid JSON") from None
     if not isinstance(data, dict):
         raise MalformedResponseError(f"{what} is JSON but not an object")
     return data
-
-
-@functools.cache
-def _decoder() -> json.JSONDecoder:
-    # One decoder for every answer: json.loads with options would build a new one per call.
-    return json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")

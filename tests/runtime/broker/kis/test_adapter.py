@@ -34,7 +34,7 @@ from runtime.errors import (
     TokenRejectedError,
     WrongModeError,
 )
-from runtime.masking import fingerprint, mask
+from runtime.masking import fingerprint
 from tests.support.kis import (
     BALANCE_PATH,
     NOW,
@@ -511,7 +511,8 @@ def test_msg1_echoing_the_app_key_or_secret_is_masked(
 
     error = _send_fails(make_adapter(kis_url), CredentialsRejectedError)
 
-    assert mask(secret) in str(error)
+    assert secret[:16] not in str(error)
+    assert f"{field}=[redacted]" in str(error)
 
 
 def test_msg1_echoing_the_access_token_does_not_leak_it(
