@@ -178,14 +178,15 @@ def start(
     if mine is None:
         return state, 0.0
     entries = _entries(state)
-    others = [e for i, e in enumerate(entries) if i != mine and (e[1] > 0.0 or e[2] > 0.0)]
-    floor = _floor(others, policy)
-    if floor > now:
-        return state, floor - now
-    if any(_waiting(e, now) for e in entries[:mine]):
+    if len(entries) > policy.per_window:  # else fewer others than a window: no floor (_floor)
+        others = [e for i, e in enumerate(entries) if i != mine and (e[1] > 0.0 or e[2] > 0.0)]
+        floor = _floor(others, policy)
+        if floor > now:
+            return state, floor - now
+    # Only a booking not sent yet can be waiting: the C-level `in` spares the scan most times.
+    if 0.0 in state.sent[:mine] and any(_waiting(e, now) for e in entries[:mine]):
         return state, QUEUE_POLL_S
-    sent = tuple(now if i == mine else x for i, x in enumerate(state.sent))
-    return _evolve(state, sent=sent), 0.0
+    return _evolve(state, sent=_replaced(state.sent, mine, now)), 0.0
 
 
 def release(state: BudgetState | None, now: float, slot: float) -> BudgetState | None:
@@ -195,9 +196,12 @@ def release(state: BudgetState | None, now: float, slot: float) -> BudgetState |
     mine = _index(state, slot)
     if mine is None:
         return state
-    sent = tuple((x or now) if i == mine else x for i, x in enumerate(state.sent))
-    done = tuple(now if i == mine else x for i, x in enumerate(state.done))
-    return _evolve(state, sent=sent, done=done)
+    sent = _replaced(state.sent, mine, state.sent[mine] or now)
+    return _evolve(state, sent=sent, done=_replaced(state.done, mine, now))
+
+
+def _replaced(values: tuple[float, ...], index: int, value: float) -> tuple[float, ...]:
+    return (*values[:index], value, *values[index + 1 :])
 
 
 def penalize(state: BudgetState | None, now: float, hold_s: float) -> BudgetState:
@@ -233,10 +237,12 @@ def _index(state: BudgetState, slot: float) -> int | None:
     # marked another call's booking as sent, so the next call waited for one never to go out.
     best: int | None = None
     best_gap = SAME_SLOT_S
-    for i, start in enumerate(state.starts):
-        gap = abs(start - slot)
+    for i in range(len(state.starts) - 1, -1, -1):  # newest first: a call's own booking is recent
+        gap = abs(state.starts[i] - slot)
         if gap < best_gap:
             best, best_gap = i, gap
+            if gap == 0.0:
+                break  # nothing is closer than the slot itself
     return best
 
 
