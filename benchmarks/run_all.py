@@ -26,6 +26,8 @@ SCRIPTS = (
     "tokens_stampede.py",
     "tokens_processes.py",
     "startup.py",
+    "cold_start.py",
+    "warm_runtime.py",
     "emulator_headroom.py",
     "stream.py",
 )
