@@ -28,6 +28,7 @@ SCRIPTS = (
     "startup.py",
     "cold_start.py",
     "warm_runtime.py",
+    "status_scale.py",
     "emulator_headroom.py",
     "stream.py",
 )

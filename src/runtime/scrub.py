@@ -52,7 +52,9 @@ _DECODE_ROUNDS = 3
 _lock = threading.Lock()
 _permanent: dict[str, frozenset[str]] = {}
 _ephemeral: deque[tuple[str, frozenset[str]]] = deque(maxlen=_EPHEMERAL_KEPT)
-_grams: frozenset[str] = frozenset()  # the union, rebuilt on each register (rare), read lock-free
+# The union, read lock-free; None after a register until the next reader rebuilds it (loading
+# 1,000 stored tokens, as `qts status` does, registered each and rebuilt the union 1,000 times).
+_grams: frozenset[str] | None = frozenset()
 
 
 def _kgrams(secret: str) -> frozenset[str]:
@@ -74,8 +76,20 @@ def register(secret: str, *, permanent: bool = False) -> None:
             _permanent[secret] = grams
         else:
             _ephemeral.append((secret, grams))
-        _grams = frozenset().union(*_permanent.values(), *(g for _s, g in _ephemeral))
+        _grams = None
     install_log_scrubber()
+
+
+def _current() -> frozenset[str]:
+    """Every registered fragment (the union is rebuilt here, once after any registrations)."""
+    global _grams
+    grams = _grams
+    if grams is None:
+        with _lock:
+            if _grams is None:
+                _grams = frozenset().union(*_permanent.values(), *(g for _s, g in _ephemeral))
+            grams = _grams
+    return grams
 
 
 def forget_all() -> None:
@@ -137,7 +151,7 @@ def scrub_with(text: str, grams: frozenset[str]) -> str:
 
 def scrub(text: str) -> str:
     """``text`` without any run of ``WINDOW`` characters of a registered secret."""
-    return scrub_with(text, _grams)
+    return scrub_with(text, _current())
 
 
 def contains_secret(text: str) -> bool:
@@ -198,7 +212,7 @@ def _is_scrubbed_logger(name: str) -> bool:
 
 def scrub_record(record: logging.LogRecord) -> logging.LogRecord:
     """Render ``record``'s message and exception text now, scrubbed, and freeze them."""
-    if not _grams:
+    if not _current():
         return record
     try:
         message = record.getMessage()
