@@ -201,7 +201,9 @@ def release(state: BudgetState | None, now: float, slot: float) -> BudgetState |
 
 
 def _replaced(values: tuple[float, ...], index: int, value: float) -> tuple[float, ...]:
-    return (*values[:index], value, *values[index + 1 :])
+    items = list(values)
+    items[index] = value
+    return tuple(items)
 
 
 def penalize(state: BudgetState | None, now: float, hold_s: float) -> BudgetState:
