@@ -1,15 +1,19 @@
-"""``qts call`` (any read-only GET, JSON out, tr_cont paging) and ``qts forget`` (drop local tokens)."""
+"""``qts call`` (any read-only GET, JSON out, tr_cont paging) and ``qts forget`` (drop local credentials)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.cli.commands import _env_file, _runtime, _settings, announce_mode
 from runtime.cli.output import Output
 from runtime.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from runtime.auth.ports import TokenStorePort
+    from runtime.broker.base import BrokerScope
 
 __all__ = ["call", "forget", "next_page_params", "parse_params"]
 
@@ -69,7 +73,7 @@ def call(args: argparse.Namespace, out: Output) -> int:
 
 
 def forget(args: argparse.Namespace, out: Output) -> int:
-    """``qts forget [--all]``: drop the cached token(s) from the store without asking KIS.
+    """``qts forget [--all]``: drop the cached token(s) and approval key(s) without asking KIS.
 
     For when KIS is unreachable (``qts revoke`` then exits 4 and keeps the token). The token
     stays valid at KIS until it expires; the issuance ledger is kept so the one-tokenP-a-minute
@@ -82,6 +86,7 @@ def forget(args: argparse.Namespace, out: Output) -> int:
         announce_mode(args, out)
         store = build_store(load_store_spec(_env_file(args)))
         dropped = store.tokens()
+        scopes = sorted({token.scope for token in dropped})
     else:
         settings = _settings(args, out)
         store = build_store(settings.token_store)
@@ -89,10 +94,24 @@ def forget(args: argparse.Namespace, out: Output) -> int:
         dropped = [held] if held is not None else []
         if held is None:
             store.delete(settings.scope)  # an unreadable entry is a miss: drop it all the same
+        scopes = [settings.scope]
     for token in dropped:
         store.delete(token.scope)
         out.line(f"forgot   {token.masked} ({token.scope.mode.value}, key {token.scope.key_fingerprint})")
-    if not dropped:
+    keys = _forget_approval_keys(store, scopes, out)
+    if not dropped and not keys:
         out.line("no cached token to forget")
-    out.data({"forgotten": [t.masked for t in dropped]})
+    out.data({"forgotten": [t.masked for t in dropped], "approval_keys_forgotten": keys})
     return 0
+
+
+def _forget_approval_keys(store: TokenStorePort, scopes: list[BrokerScope], out: Output) -> list[str]:
+    """Drop the WebSocket approval key of each scope (the other cached credential); masked ones dropped."""
+    forgotten: list[str] = []
+    for scope in scopes:
+        key = store.load_approval(scope)
+        store.delete_approval(scope)
+        if key is not None:
+            forgotten.append(key.masked)
+            out.line(f"forgot   approval key {key.masked} ({scope.mode.value}, key {scope.key_fingerprint})")
+    return forgotten

@@ -279,7 +279,10 @@ def _print_emulator_env(out: Output, mode: str, base_url: str, ws_url: str, acco
         f"KIS_{mode}_APP_SECRET": account.app_secret,
     }
     out.line(f"KIS emulator ({mode}) listening on {base_url} and {ws_url} — Ctrl-C to stop")
-    out.line("Point QTS Runtime at it with these .env lines (demo credentials, not real ones):")
+    out.line(
+        "Save these lines as emulator.env and run qts with --env-file emulator.env "
+        "(demo credentials, not real ones):"
+    )
     for name, value in env.items():
         out.line(f"{name}={value}")
     out.data(

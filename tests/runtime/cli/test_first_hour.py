@@ -592,7 +592,7 @@ def test_forget_drops_the_local_token_without_asking_kis(
 
     assert forgot.returncode == 0, forgot
     assert forgot.stdout_lines[0].startswith("forgot "), forgot
-    assert json.loads(again.stdout) == {"forgotten": []}
+    assert json.loads(again.stdout) == {"forgotten": [], "approval_keys_forgotten": []}
     assert "no cached tokens" in status.stdout, status
 
 

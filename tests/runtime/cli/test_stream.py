@@ -118,6 +118,23 @@ def test_approval_issues_once_then_reuses_the_stored_key(
     assert_no_approval_key(*runs, human)
 
 
+def test_forget_drops_the_cached_approval_key_too(
+    qts: QTS, emulators: Emulators, vts_account: EmulatorAccount
+) -> None:
+    emulator = emulators.start("VTS")
+    env = stream_env(qts, emulator, vts_account)
+    issued = json.loads(qts.run("approval", "--json", env=env).stdout)
+
+    forgot = qts.run("forget", "--json", env=env)
+    after = json.loads(qts.run("approval", "--json", env=env).stdout)
+
+    assert forgot.returncode == 0, forgot
+    assert json.loads(forgot.stdout)["approval_keys_forgotten"] == [issued["approval_key"]]
+    assert after["source"] == "issued"  # nothing cached any more: a new key was asked for
+    assert emulator.stream_counters()["approval_keys_issued"] == 2
+    assert_no_approval_key(forgot)
+
+
 def test_stream_count_20_json_survives_a_forced_drop_and_a_voided_approval_key(
     qts: QTS, emulators: Emulators, vts_account: EmulatorAccount
 ) -> None:
