@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import codecs
 import ipaddress
-import math
 import os
 import re
 import stat
@@ -19,6 +18,8 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import attrs
+import dotenv
+import environs
 
 from runtime.broker.base import AppCredentials, Mode
 from runtime.errors import ConfigError
@@ -162,7 +163,7 @@ def load_settings(
 
 @attrs.frozen
 class _Raw:
-    """The variables as read, before any check (parse errors are collected by ``_Env``)."""
+    """The variables as read, before any check (environs reports its own parse errors on seal)."""
 
     mode: str
     margin_s: float
@@ -177,91 +178,41 @@ class _Raw:
     keys: dict[Mode, tuple[str, str]]
 
     @classmethod
-    def read(cls, env: _Env, mode: str | None) -> _Raw:
+    def read(cls, env: environs.Env, mode: str | None) -> _Raw:
         return cls(
-            mode=mode if mode is not None else env.text("KIS_MODE", _DEFAULT_MODE),
-            margin_s=env.number("QTS_REFRESH_MARGIN_S", DEFAULT_REFRESH_MARGIN.total_seconds()),
-            deadline_s=env.number("QTS_CALL_DEADLINE_S", DEFAULT_CALL_DEADLINE_S),
-            store=env.text("QTS_TOKEN_STORE", _DEFAULT_STORE),
-            wait_on_rate_limit=env.flag("QTS_WAIT_ON_RATE_LIMIT", True),
-            max_rps=env.text("QTS_MAX_RPS", ""),  # empty: the key's documented limit (VTS 2/s, REAL 20/s)
-            ca=env.text("KIS_CA_BUNDLE", ""),
-            urls={m: env.text(f"KIS_{m.value}_BASE_URL", "") for m in Mode},
-            ws_urls={m: env.text(f"KIS_{m.value}_WS_URL", "") for m in Mode},
-            silence_s=env.number("QTS_STREAM_SILENCE_S", 120.0),
+            mode=mode if mode is not None else env.str("KIS_MODE", _DEFAULT_MODE),
+            margin_s=env.float("QTS_REFRESH_MARGIN_S", DEFAULT_REFRESH_MARGIN.total_seconds()),
+            deadline_s=env.float("QTS_CALL_DEADLINE_S", DEFAULT_CALL_DEADLINE_S),
+            store=env.str("QTS_TOKEN_STORE", _DEFAULT_STORE),
+            wait_on_rate_limit=bool(env.bool("QTS_WAIT_ON_RATE_LIMIT", True)),
+            max_rps=env.str("QTS_MAX_RPS", ""),  # empty: the key's documented limit (VTS 2/s, REAL 20/s)
+            ca=env.str("KIS_CA_BUNDLE", ""),
+            urls={m: env.str(f"KIS_{m.value}_BASE_URL", "") for m in Mode},
+            ws_urls={m: env.str(f"KIS_{m.value}_WS_URL", "") for m in Mode},
+            silence_s=env.float("QTS_STREAM_SILENCE_S", 120.0),
             keys={
-                m: (env.text(f"KIS_{m.value}_APP_KEY", ""), env.text(f"KIS_{m.value}_APP_SECRET", ""))
+                m: (env.str(f"KIS_{m.value}_APP_KEY", ""), env.str(f"KIS_{m.value}_APP_SECRET", ""))
                 for m in Mode
             },
         )
 
 
-# The spellings marshmallow's Boolean (what environs used) accepts, so no .env changes meaning.
-_TRUE = frozenset(["1", "t", "T", "true", "True", "TRUE", "on", "On", "ON", "y", "Y", "yes", "Yes", "YES"])
-_FALSE = frozenset(
-    ["0", "f", "F", "false", "False", "FALSE", "off", "Off", "OFF", "n", "N", "no", "No", "NO"]
-)
-
-
-class _Env:
-    """The process environment over a named ``.env`` file's values (the environment wins).
-
-    What environs did for us, without its import cost (marshmallow: ~37 ms of every start): a
-    typed read that fails files a problem under the variable's name and returns the default;
-    ``problems`` lists them all, so one ConfigError names every bad variable.
-    """
-
-    def __init__(self) -> None:
-        self._file: dict[str, str] = {}
-        self.problems: dict[str, str] = {}
-
-    def add_file_values(self, values: dict[str, str | None]) -> None:
-        """Like ``load_dotenv(override=False)``, without touching ``os.environ``."""
-        for key, value in values.items():
-            if value is not None and key not in self._file:
-                self._file[key] = value
-
-    def _get(self, name: str) -> str | None:
-        value = os.environ.get(name)
-        return value if value is not None else self._file.get(name)
-
-    def text(self, name: str, default: str) -> str:
-        value = self._get(name)
-        return default if value is None else value
-
-    def number(self, name: str, default: float) -> float:
-        text = self._get(name)
-        if text is None:
-            return default
-        try:
-            value = float(text)
-        except ValueError:
-            self.problems[name] = "Not a valid number."
-            return default
-        if not math.isfinite(value):
-            self.problems[name] = "Special numeric values (nan or infinity) are not permitted."
-            return default
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        text = self._get(name)
-        if text is None:
-            return default
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        self.problems[name] = "Not a valid boolean."
-        return default
-
-
-def _environment(env_file: str | os.PathLike[str] | None, *, found: bool = False) -> _Env:
-    env = _Env()
+def _environment(env_file: str | os.PathLike[str] | None, *, found: bool = False) -> environs.Env:
+    env = environs.Env(eager=False)
     if env_file is not None:
         _read_env_file(env, Path(env_file), found=_is_found(env_file, found))
     return env
 
 
-def _seal(env: _Env, problems: dict[str, str]) -> None:
-    problems.update(env.problems)
+def _seal(env: environs.Env, problems: dict[str, str]) -> None:
+    try:
+        env.seal()
+    except environs.EnvValidationError as exc:
+        messages = exc.error_messages
+        if isinstance(messages, dict):
+            problems.update({name: "; ".join(map(str, msgs)) for name, msgs in messages.items()})
+        else:
+            problems["environment"] = "; ".join(map(str, messages))
 
 
 def _checked(
@@ -305,7 +256,7 @@ def _check_numbers(raw: _Raw, problems: dict[str, str]) -> float | None:
 def load_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str | None = None) -> Mode:
     """Only the mode: ``mode`` (``--mode``) if given, else ``KIS_MODE``, else VTS; for commands that
     need no keys (``qts emulator``). Raises ConfigError naming KIS_MODE."""
-    text = mode if mode is not None else _environment(env_file).text("KIS_MODE", _DEFAULT_MODE)
+    text = mode if mode is not None else _environment(env_file).str("KIS_MODE", _DEFAULT_MODE)
     try:
         return Mode.parse(text)
     except ValueError as exc:
@@ -316,7 +267,7 @@ def load_store_spec(env_file: str | os.PathLike[str] | None = None, *, found: bo
     """Only ``QTS_TOKEN_STORE`` (for ``qts status``, which needs no keys). Raises ConfigError.
 
     ``found`` as for :func:`load_settings`."""
-    raw = _environment(env_file, found=found).text("QTS_TOKEN_STORE", _DEFAULT_STORE)
+    raw = _environment(env_file, found=found).str("QTS_TOKEN_STORE", _DEFAULT_STORE)
     try:
         return parse_store_spec(raw)
     except ValueError as exc:
@@ -329,11 +280,11 @@ def announced_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str 
     For announcing REAL before anything else can fail (missing keys included). Raises
     ConfigError only when ``env_file`` cannot be read.
     """
-    env = _Env()
+    env = environs.Env(eager=False)
     # What is known without the file comes first: an unreadable file must not hide REAL.
     if env_file is not None and mode is None and "KIS_MODE" not in os.environ:
         _read_env_file(env, Path(env_file), found=_is_found(env_file))
-    raw = mode if mode is not None else env.text("KIS_MODE", _DEFAULT_MODE)
+    raw = mode if mode is not None else env.str("KIS_MODE", _DEFAULT_MODE)
     try:
         return Mode.parse(raw)
     except ValueError:
@@ -342,7 +293,7 @@ def announced_mode(env_file: str | os.PathLike[str] | None = None, *, mode: str 
 
 def validate_env_file(env_file: str | os.PathLike[str]) -> None:
     """Raise the ConfigError reading ``env_file`` would raise (unreadable, CP949, BOM), if any."""
-    _read_env_file(_Env(), Path(env_file), found=_is_found(env_file))
+    _read_env_file(environs.Env(eager=False), Path(env_file), found=_is_found(env_file))
 
 
 def load_base_urls(env_file: str | os.PathLike[str] | None = None) -> dict[Mode, str]:
@@ -350,13 +301,13 @@ def load_base_urls(env_file: str | os.PathLike[str] | None = None) -> dict[Mode,
 
     For ``qts doctor``. Raises ConfigError naming any URL that is not allowed.
     """
-    env = _Env()
+    env = environs.Env(eager=False)
     if env_file is not None:
         _read_env_file(env, Path(env_file), found=_is_found(env_file))
     urls: dict[Mode, str] = {}
     problems: dict[str, str] = {}
     for mode in Mode:
-        raw = env.text(f"KIS_{mode.value}_BASE_URL", "")
+        raw = env.str(f"KIS_{mode.value}_BASE_URL", "")
         try:
             urls[mode] = parse_base_url(raw) if raw else mode.official_base_url
         except ValueError as exc:
@@ -372,7 +323,7 @@ def is_loopback_url(url: str) -> bool:
     return host is not None and _is_loopback(host)
 
 
-def _read_env_file(env: _Env, path: Path, *, found: bool = False) -> None:
+def _read_env_file(env: environs.Env, path: Path, *, found: bool = False) -> None:
     """Load ``path`` into ``env``; an unreadable or undecodable file is a ConfigError saying what to do."""
     if not path.is_file():
         raise ConfigError(f"env file {str(path)!r} does not exist or is not a file")
@@ -381,9 +332,7 @@ def _read_env_file(env: _Env, path: Path, *, found: bool = False) -> None:
         if found:
             _load_found_env_file(path)
         else:
-            from dotenv import dotenv_values  # only when a file is read: python-dotenv's parser
-
-            env.add_file_values(dotenv_values(path))  # named by the user: trusted like the environment
+            env.read_env(path, recurse=False)  # named by the user: trusted like the environment
     except PermissionError:
         raise _file_error(
             f"env file {str(path)!r} cannot be read (permission denied)",
@@ -406,9 +355,7 @@ def _read_env_file(env: _Env, path: Path, *, found: bool = False) -> None:
 def _load_found_env_file(path: Path) -> None:
     """A ``.env`` only found in the working folder: refused when it says where credentials go;
     otherwise only the names it may set reach the environment (never overriding it)."""
-    from dotenv import dotenv_values
-
-    values = dotenv_values(path)
+    values = dotenv.dotenv_values(path)
     refused = found_env_problems(values)
     if refused:
         names = ", ".join(refused)

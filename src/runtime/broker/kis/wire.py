@@ -1,19 +1,17 @@
-"""KIS JSON on the wire: the shapes KIS sends and the one strict reader that structures them.
+"""KIS JSON on the wire: the shapes KIS sends and the one cattrs converter that reads them.
 
 The domain never sees these classes. Structuring is strict (a number where a string belongs
 is malformed, not coerced), and every failure becomes MalformedResponseError whose message
 names fields, never values: a hostile body must not smuggle a token into a log line.
-
-The reader is a few lines over ``attrs.fields`` rather than a cattrs converter: five flat
-classes need no more, and cattrs' import and set-up were ~10 ms of every process's first tokenP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from typing import Any, TypeVar
 
 import attrs
+import cattrs
 
 from runtime import safejson
 from runtime.errors import MalformedResponseError
@@ -96,58 +94,22 @@ def _int_or_str(value: Any, _type: Any) -> int | str:
     return value
 
 
-def _optional(check: Callable[[Any, Any], _T]) -> Callable[[Any, Any], _T | None]:
-    def optional(value: Any, _type: Any) -> _T | None:
-        return None if value is None else check(value, _type)
-
-    return optional
-
-
-# What each annotation used by the classes above accepts (annotations are strings here).
-_CHECKS: dict[str, Callable[[Any, Any], Any]] = {
-    "str": _strict_str,
-    "int": _strict_int,
-    "int | str": _int_or_str,
-    "str | None": _optional(_strict_str),
-    "int | None": _optional(_strict_int),
-}
-
-
-_Field = tuple[str, Callable[[Any, Any], Any], bool]
-_FIELDS: dict[type, tuple[_Field, ...]] = {}
-
-
-def _fields(cls: type) -> tuple[_Field, ...]:
-    """(name, check, required) for each field of ``cls``, in order (worked out once per class)."""
-    known = _FIELDS.get(cls)
-    if known is None:
-        known = tuple((f.name, _CHECKS[str(f.type)], f.default is attrs.NOTHING) for f in attrs.fields(cls))
-        _FIELDS[cls] = known
-    return known
+@functools.cache
+def _converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=False)
+    converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(int | str, _int_or_str)
+    return converter
 
 
 def structure(data: dict[str, Any], cls: type[_T], what: str) -> _T:
-    """Structure KIS JSON into ``cls``; MalformedResponseError naming the bad fields otherwise.
-
-    Keys ``cls`` does not name are ignored; a missing field without a default or a value of
-    the wrong type is named in the error (names only, never values)."""
-    if not isinstance(data, dict):
-        raise MalformedResponseError(f"{what} does not have the expected shape")
-    values: dict[str, Any] = {}
-    bad: list[str] = []
-    for name, check, required in _fields(cls):
-        if name not in data:
-            if required:
-                bad.append(name)
-            continue
-        try:
-            values[name] = check(data[name], None)
-        except TypeError:
-            bad.append(name)
-    if bad:
-        raise MalformedResponseError(f"{what} has missing or mistyped fields: {', '.join(sorted(bad))}")
+    """Structure KIS JSON into ``cls``; MalformedResponseError naming the bad fields otherwise."""
     try:
-        return cls(**values)
+        return _converter().structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        fields = sorted({_field_path(note) for note in _notes(exc)})
+        raise MalformedResponseError(f"{what} has missing or mistyped fields: {', '.join(fields)}") from None
     except (TypeError, ValueError):
         raise MalformedResponseError(f"{what} does not have the expected shape") from None
 
@@ -166,3 +128,15 @@ def decode_json_object(body: bytes, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MalformedResponseError(f"{what} is JSON but not an object")
     return data
+
+
+def _notes(exc: BaseException) -> list[str]:
+    notes = [n for n in getattr(exc, "__notes__", []) if isinstance(n, str)]
+    for sub in getattr(exc, "exceptions", ()):
+        notes.extend(_notes(sub))
+    return notes
+
+
+def _field_path(note: str) -> str:
+    # cattrs notes read "Structuring class TokenReply @ attribute access_token"; keep the name.
+    return note.rsplit(" ", 1)[-1] if "@ attribute" in note else "body"
