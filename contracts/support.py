@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
 from runtime.broker.base import AccessToken, ApprovalKey, BrokerRequest, BrokerResponse, BrokerScope, Mode
@@ -160,9 +162,32 @@ def _ping(port: int) -> bool:
         return False
 
 
+@attrs.define
+class RedisProcess:
+    """A running throwaway redis-server: its URL, and its process (to pause it or kill it)."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets but answers nothing (a hung host)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
+
 @contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
-    """Start redis-server (no persistence) and yield its URL; skip when the binary is absent."""
+def start_redis(folder: Path) -> Iterator[RedisProcess]:
+    """Start redis-server (no persistence) and yield it; skip when the binary is absent."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip(SKIP_REASON)
@@ -192,11 +217,19 @@ def redis_server(folder: Path) -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"redis-server did not answer PING on port {port}")
             time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield RedisProcess(f"redis://127.0.0.1:{port}/0", process)
     finally:
+        process.send_signal(signal.SIGCONT)  # a paused server must be able to stop
         process.terminate()
         try:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def redis_server(folder: Path) -> Iterator[str]:
+    """Start redis-server (no persistence) and yield its URL; skip when the binary is absent."""
+    with start_redis(folder) as server:
+        yield server.url

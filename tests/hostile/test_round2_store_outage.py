@@ -31,8 +31,8 @@ from runtime.clock import SystemClock
 from runtime.deadline import Deadline
 from runtime.errors import QTSError, TokenStoreError
 from runtime.settings import Settings
-from tests.hostile.redis_proc import RedisProcess, start_redis
 from tests.support.kis import PRICE_PARAMS, PRICE_PATH, PRICE_TR_ID
+from tests.support.redis import RedisProcess, start_redis
 from tests.support.scripted_kis import APP_KEY, APP_SECRET, fresh_token
 
 DEADLINE_S = 2.0

@@ -33,8 +33,8 @@ from runtime.broker.base import AccessToken, BrokerScope, Mode
 from runtime.clock import SystemClock
 from runtime.errors import TokenStoreError
 from runtime.masking import fingerprint
-from tests.hostile.redis_proc import RedisProcess, start_redis
 from tests.support.kis import REAL_KEY, VTS_KEY, jwt
+from tests.support.redis import RedisProcess, start_redis
 
 VTS = BrokerScope(Mode.VTS, fingerprint(VTS_KEY))
 REAL = BrokerScope(Mode.REAL, fingerprint(REAL_KEY))
