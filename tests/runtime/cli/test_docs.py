@@ -16,6 +16,7 @@ import re
 import shlex
 import signal
 import socket
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,11 +293,19 @@ def test_every_example_in_docs_cli_md_is_what_qts_prints(
 def _run_until_ctrl_c(qts: QTS, example: Example, env: dict[str, str]) -> tuple[list[str], int]:
     """``qts emulator`` serves until Ctrl-C: read the lines the page shows, then stop it."""
     process = qts.start(example.args, env)
-    try:
-        assert process.stdout is not None
-        lines = [process.stdout.readline().rstrip("\n") for _ in example.expected]
-    finally:
-        process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=10)
+    with process:  # the child is always reaped and its pipes closed, even when the test fails
+        try:
+            assert process.stdout is not None
+            lines = [process.stdout.readline().rstrip("\n") for _ in example.expected]
+        finally:
+            process.send_signal(signal.SIGINT)
+        try:
+            # Room for a busy 2-core machine running three suites: stopping joins the HTTP and
+            # WebSocket server threads.
+            rest, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            pytest.fail("qts emulator did not stop within 30 s of Ctrl-C")
     assert rest.strip() == "stopping", rest
     return lines, process.returncode
