@@ -19,6 +19,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -175,3 +176,22 @@ def emulator_process(mode: str = "VTS", keys: int = 0) -> Iterator[str]:
 
 def perf_ns() -> int:
     return time.perf_counter_ns()
+
+
+def time_child_ns(cmd: Sequence[str], env: dict[str, str], *, kill_after_s: float = 60.0) -> int:
+    """Wall time of one child process, start to exit; raises RuntimeError when it fails.
+
+    ``wait`` without a timeout blocks in waitpid (no 50 ms polling); a timer kills a hung child.
+    """
+    started = perf_ns()
+    child = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # noqa: S603
+    watchdog = threading.Timer(kill_after_s, child.kill)
+    watchdog.start()
+    try:
+        _, err = child.communicate()
+    finally:
+        watchdog.cancel()
+    elapsed = perf_ns() - started
+    if child.returncode != 0:
+        raise RuntimeError(f"{list(cmd)[:3]!r} exited {child.returncode}: {err.decode()[-1500:]}")
+    return elapsed

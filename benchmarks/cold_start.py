@@ -26,10 +26,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
-from _common import Measured, distribution, emulator_process, ns_to_ms, perf_ns, run_script, target
+from _common import (
+    Measured,
+    distribution,
+    emulator_process,
+    ns_to_ms,
+    run_script,
+    target,
+    time_child_ns,
+)
 from kis_emulator import demo_account
 
 MEMORY_TARGET = 1.5
@@ -92,19 +99,7 @@ def _qts() -> str:
 
 
 def _time_ns(cmd: list[str], env: dict[str, str]) -> int:
-    # wait() without a timeout blocks in waitpid (no 50 ms polling); a timer kills a hung child.
-    t0 = perf_ns()
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # noqa: S603
-    watchdog = threading.Timer(60, child.kill)
-    watchdog.start()
-    try:
-        _, err = child.communicate()
-    finally:
-        watchdog.cancel()
-    elapsed = perf_ns() - t0
-    if child.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]!r} exited {child.returncode}: {err.decode()[-1500:]}")
-    return elapsed
+    return time_child_ns(cmd, env, kill_after_s=60)
 
 
 def _settings_env(base_url: str, store: str) -> dict[str, str]:

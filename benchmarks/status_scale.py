@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
-from _common import Measured, distribution, emulator_process, ns_to_ms, perf_ns, run_script, target
+from _common import (
+    Measured,
+    distribution,
+    emulator_process,
+    ns_to_ms,
+    run_script,
+    target,
+    time_child_ns,
+)
 from _emulator_server import bench_account
 from runtime import build_runtime
 from runtime.broker.base import AppCredentials, Mode
@@ -50,18 +56,7 @@ def _qts() -> list[str]:
 def _time_status(folder: str) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "QTS_"))}
     env["QTS_TOKEN_STORE"] = f"file:{folder}"
-    t0 = perf_ns()
-    child = subprocess.Popen([*_qts(), "status"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # noqa: S603
-    watchdog = threading.Timer(120, child.kill)
-    watchdog.start()
-    try:
-        _, err = child.communicate()
-    finally:
-        watchdog.cancel()
-    elapsed = perf_ns() - t0
-    if child.returncode != 0:
-        raise RuntimeError(f"qts status exited {child.returncode}: {err.decode()[-1500:]}")
-    return elapsed
+    return time_child_ns([*_qts(), "status"], env, kill_after_s=120)
 
 
 def run(quick: bool) -> Measured:
