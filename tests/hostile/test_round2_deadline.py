@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import pytest
 
 from runtime.auth.stores.memory import InMemoryTokenStore
-from runtime.bootstrap import build_http, build_runtime
+from runtime.bootstrap import build_runtime
 from runtime.broker.base import AppCredentials, BrokerRequest, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.broker.kis.transport import MAX_HEADER_BYTES
@@ -130,20 +130,6 @@ ATTACKS: dict[str, tuple[Callable[[str], Script], float]] = {
     "endless 100 Continue": (endless_continue, 0.05),
     "endless trailers": (endless_trailers, 0.1),
 }
-
-
-@pytest.fixture
-def adapter_for() -> Iterator[Callable[[str], KISBrokerAdapter]]:
-    pools = []
-
-    def make(url: str) -> KISBrokerAdapter:
-        http = build_http()
-        pools.append(http)
-        return KISBrokerAdapter(Mode.VTS, AppCredentials(APP_KEY, APP_SECRET), http, base_url=url)
-
-    yield make
-    for pool in pools:
-        pool.clear()
 
 
 def _timed(action: Callable[[], object]) -> tuple[BaseException | None, float]:

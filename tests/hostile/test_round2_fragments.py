@@ -16,7 +16,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
@@ -26,7 +26,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime import scrub
-from runtime.bootstrap import build_http
 from runtime.broker.base import AccessToken, AppCredentials, BrokerRequest, BrokerScope, Mode
 from runtime.broker.kis.adapter import KISBrokerAdapter
 from runtime.clock import SystemClock
@@ -155,20 +154,6 @@ ECHOES: dict[str, bytes] = {
         + b"\r\ncontent-length: 5\r\n\r\n{nope"
     ),
 }
-
-
-@pytest.fixture
-def adapter_for() -> Iterator[Callable[[str], KISBrokerAdapter]]:
-    pools = []
-
-    def make(url: str) -> KISBrokerAdapter:
-        http = build_http()
-        pools.append(http)
-        return KISBrokerAdapter(Mode.VTS, AppCredentials(APP_KEY, APP_SECRET), http, base_url=url)
-
-    yield make
-    for pool in pools:
-        pool.clear()
 
 
 def _leaks(texts: list[str]) -> list[str]:
