@@ -55,6 +55,8 @@ _ephemeral: deque[tuple[str, frozenset[str]]] = deque(maxlen=_EPHEMERAL_KEPT)
 # The union, read lock-free; None after a register until the next reader rebuilds it (loading
 # 1,000 stored tokens, as `qts status` does, registered each and rebuilt the union 1,000 times).
 _grams: frozenset[str] | None = frozenset()
+# Every secret held in _permanent or _ephemeral, for the lock-free "already known" test.
+_known: dict[str, None] = {}
 
 
 def _kgrams(secret: str) -> frozenset[str]:
@@ -66,16 +68,19 @@ def register(secret: str, *, permanent: bool = False) -> None:
 
     ``permanent`` for credentials; tokens and approval keys are kept among the newest 64."""
     global _grams
-    if len(secret) < WINDOW:
-        return
+    if len(secret) < WINDOW or secret in _known:
+        return  # lock-free: every call registers its token, and it is almost always known
     with _lock:
-        if secret in _permanent or any(secret == known for known, _g in _ephemeral):
+        if secret in _known:
             return
         grams = _kgrams(secret)
         if permanent:
             _permanent[secret] = grams
         else:
+            if len(_ephemeral) == _ephemeral.maxlen:
+                _known.pop(_ephemeral[0][0], None)  # the append below drops the oldest
             _ephemeral.append((secret, grams))
+        _known[secret] = None
         _grams = None
     install_log_scrubber()
 
@@ -98,6 +103,7 @@ def forget_all() -> None:
     with _lock:
         _permanent.clear()
         _ephemeral.clear()
+        _known.clear()
         _grams = frozenset()
 
 
