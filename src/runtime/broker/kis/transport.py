@@ -27,7 +27,6 @@ import ssl
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -175,10 +174,10 @@ def _send_and_read(
     )
     broke: str | None = None
     data = b""
-    headers: dict[str, str] = {}
+    received: dict[str, str] = {}
     try:
-        headers = _checked_headers(response.headers)
-        data = _read_capped(response, headers)
+        received = _checked_headers(response.headers)
+        data = _read_capped(response, received)
     except (HTTPError, OSError, ValueError) as exc:
         broke = type(exc).__name__
     finally:
@@ -187,7 +186,7 @@ def _send_and_read(
         response.release_conn()
     if broke is not None:  # raised here, not in the except block: no urllib3 text as context
         raise BrokerUnavailableError(f"the connection broke while reading KIS's answer ({broke})")
-    return HttpReply(response.status, headers, data)
+    return HttpReply(response.status, received, data)
 
 
 def _checked_headers(received: Mapping[str, str]) -> dict[str, str]:
@@ -233,7 +232,8 @@ def _header_values(headers: Mapping[str, str]) -> Iterator[tuple[str, list[str]]
 
 def _read_capped(response: urllib3.BaseHTTPResponse, headers: Mapping[str, str]) -> bytes:
     length = response.length_remaining if isinstance(response, urllib3.HTTPResponse) else None
-    if length is not None and length <= MAX_BODY_BYTES and headers.get("content-encoding", "identity") == "identity":
+    identity = headers.get("content-encoding", "identity") == "identity"
+    if length is not None and length <= MAX_BODY_BYTES and identity:
         # The usual KIS answer: an unencoded body of known size under the cap. One read takes
         # exactly that many bytes; streaming in chunks costs a second read and a buffer per call.
         return response.read()
@@ -276,17 +276,19 @@ def _unavailable(reason: BaseException) -> BrokerUnavailableError | TLSVerificat
 class _Guard:
     """The sockets of one exchange, shut down together when its deadline passes."""
 
-    __slots__ = ("_fds", "_lock", "at", "done", "fired", "sent")
+    __slots__ = ("_fds", "_lock", "_watches", "at", "done", "fired", "sent")
 
     def __init__(self, at: float) -> None:
         self.at = at
         self.done = False
         self.fired = False
         self.sent = False  # a socket was connected: the request may have left this host
-        self._fds: list[int] = []
+        self._fds: list[int] = []  # duplicates this guard made and closes
+        self._watches: list[_Watch] = []  # duplicates kept by reused connections
         self._lock = threading.Lock()
 
     def watch(self, sock: socket.socket) -> None:
+        """A new connection's socket, as soon as TCP connects."""
         # A duplicate descriptor: shutdown() acts on the socket, whatever object wraps it
         # later (the TLS wrapper detaches the plain socket object it was given).
         try:
@@ -303,6 +305,17 @@ class _Guard:
             _shutdown(fd)
         os.close(fd)
 
+    def watch_reused(self, watch: _Watch) -> None:
+        """A kept-alive connection's socket, when a request starts on it."""
+        with self._lock:
+            self.sent = True
+            if not self.done and not self.fired:
+                self._watches.append(watch)
+                return
+            late = self.fired
+        if late:
+            watch.shutdown()
+
     def fire(self) -> None:
         with self._lock:
             if self.done:
@@ -310,14 +323,53 @@ class _Guard:
             self.fired = True
             for fd in self._fds:
                 _shutdown(fd)
+            for watch in self._watches:
+                watch.shutdown()
 
     def finish(self) -> None:
         with self._lock:
             self.done = True
             fds, self._fds = self._fds, []
+            self._watches = []
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class _Watch:
+    """A duplicate descriptor of a kept-alive connection's socket, made once per socket.
+
+    A reused connection would otherwise cost a dup() and a close() per call. The duplicate
+    lives while the connection keeps that socket: closed with it (``release``), or when the
+    last reference goes (a pool dropped without closing, a forked child's copy). Every change
+    of ``fd`` and every shutdown through it happen under one lock, so a deadline never shuts
+    a descriptor number that has been closed and handed to another socket meanwhile."""
+
+    __slots__ = ("fd", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = os.dup(sock.fileno())
+
+    def shutdown(self) -> None:
+        with _WATCH_LOCK:
+            if self.fd >= 0:
+                _shutdown(self.fd)
+
+    def release(self) -> None:
+        with _WATCH_LOCK:
+            fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+
+
+_WATCH_LOCK = threading.Lock()
 
 
 def _shutdown(fd: int) -> None:
@@ -393,6 +445,23 @@ def _arm(sock: socket.socket | None) -> None:
         guard.watch(sock)
 
 
+def _arm_reused(connection: Any) -> None:
+    guard: _Guard | None = getattr(_current, "guard", None)
+    sock: socket.socket | None = connection.sock
+    if guard is None or sock is None:
+        return  # no exchange, or a new connection: _new_conn arms its socket once TCP connects
+    watch: _Watch | None = connection.__dict__.get("_qts_watch")
+    if watch is None or watch.sock is not sock or watch.fd < 0:
+        if watch is not None:
+            watch.release()
+        try:
+            watch = _Watch(sock)
+        except (OSError, ValueError):
+            return  # a socket already closed: the request fails without sending
+        connection.__dict__["_qts_watch"] = watch
+    guard.watch_reused(watch)
+
+
 # urllib3 creates and reuses connections inside its pool; these subclasses tell the current
 # exchange's guard about every socket: a new one as soon as TCP connects (before the TLS
 # handshake, which a slow server could stretch too), a reused one when the request starts.
@@ -410,10 +479,17 @@ def _guarded_class(base: type[Any]) -> type[Any]:
         return sock
 
     def request(self: Any, *args: Any, **kwargs: Any) -> Any:
-        _arm(self.sock)
+        _arm_reused(self)
         return base.request(self, *args, **kwargs)
 
-    cls = type(f"Guarded{base.__name__}", (base,), {"_new_conn": _new_conn, "request": request})
+    def close(self: Any) -> None:
+        watch: _Watch | None = self.__dict__.pop("_qts_watch", None)
+        if watch is not None:
+            watch.release()  # the socket's last descriptor goes with it: the peer sees the close
+        base.close(self)
+
+    members = {"_new_conn": _new_conn, "request": request, "close": close}
+    cls = type(f"Guarded{base.__name__}", (base,), members)
     _GUARDED[base] = cls
     _GUARDED[cls] = cls
     return cls
@@ -422,21 +498,18 @@ def _guarded_class(base: type[Any]) -> type[Any]:
 def _guard_pools(http: urllib3.PoolManager) -> None:
     """Make every pool of ``http``, present and future, open guarded connections (once per manager).
 
-    Future pools through the manager's pool classes, so the per-call work is one set lookup
+    Future pools through the manager's pool classes, so the per-call work is two dict lookups
     (looking the pool up for each call cost as much as the rest of the guard)."""
-    if http in _GUARDED_MANAGERS:
+    classes = http.pool_classes_by_scheme
+    if all(_GUARDED_POOLS.get(cls) is cls for cls in classes.values()):
         return
-    http.pool_classes_by_scheme = {
-        scheme: _guarded_pool_class(cls) for scheme, cls in http.pool_classes_by_scheme.items()
-    }
+    http.pool_classes_by_scheme = {scheme: _guarded_pool_class(cls) for scheme, cls in classes.items()}
     for key in list(http.pools.keys()):
         pool: Any = http.pools.get(key)
         if pool is not None and _GUARDED.get(pool.ConnectionCls) is not pool.ConnectionCls:
             pool.ConnectionCls = _guarded_class(pool.ConnectionCls)
-    _GUARDED_MANAGERS.add(http)
 
 
-_GUARDED_MANAGERS: weakref.WeakSet[urllib3.PoolManager] = weakref.WeakSet()
 _GUARDED_POOLS: dict[type[Any], type[Any]] = {}
 
 
