@@ -29,12 +29,15 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import attrs
 import urllib3
 from urllib3._collections import RecentlyUsedContainer
 from urllib3.exceptions import (
+    ClosedPoolError,
     ConnectTimeoutError,
+    EmptyPoolError,
     HTTPError,
     MaxRetryError,
     NameResolutionError,
@@ -44,6 +47,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 
+from runtime.broker.kis.routes import pool_and_target
 from runtime.deadline import Deadline
 from runtime.errors import (
     BrokerUnavailableError,
@@ -161,17 +165,7 @@ def _send_and_read(
     body: bytes | None,
     query: Mapping[str, Any] | None,
 ) -> HttpReply:
-    response = http.request(
-        method,
-        url,
-        headers=headers,
-        body=body,
-        fields=dict(query) if query else None,
-        timeout=urllib3.Timeout(connect=min(_CONNECT_TIMEOUT_S, left), read=left),
-        retries=_NO_RETRY,
-        redirect=False,
-        preload_content=False,
-    )
+    response = _send(http, method, url, headers, left, body, query)
     broke: str | None = None
     data = b""
     received: dict[str, str] = {}
@@ -187,6 +181,33 @@ def _send_and_read(
     if broke is not None:  # raised here, not in the except block: no urllib3 text as context
         raise BrokerUnavailableError(f"the connection broke while reading KIS's answer ({broke})")
     return HttpReply(response.status, received, data)
+
+
+def _send(
+    http: urllib3.PoolManager,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    left: float,
+    body: bytes | None,
+    query: Mapping[str, Any] | None,
+) -> urllib3.BaseHTTPResponse:
+    timeout = urllib3.Timeout(connect=min(_CONNECT_TIMEOUT_S, left), read=left)
+    route = pool_and_target(http, url)
+    if route is None:
+        fields = dict(query) if query else None
+        return http.request(
+            method, url, headers=headers, body=body, fields=fields, timeout=timeout,
+            retries=_NO_RETRY, redirect=False, preload_content=False,
+        )  # fmt: skip
+    pool, target = route
+    if query:
+        target = f"{target}{'&' if '?' in target else '?'}{urlencode(query)}"  # as urllib3 encodes fields
+    # What PoolManager.urlopen does once it has found the pool, without finding it again.
+    return pool.urlopen(  # type: ignore[no-any-return]
+        method, target, body=body, headers=headers, timeout=timeout, retries=_NO_RETRY,
+        redirect=False, assert_same_host=False, preload_content=False, release_conn=False,
+    )  # fmt: skip
 
 
 def _checked_headers(received: Mapping[str, str]) -> dict[str, str]:
@@ -253,6 +274,12 @@ def _unavailable(reason: BaseException) -> BrokerUnavailableError | TLSVerificat
         return TLSVerificationError(
             "TLS verification of the KIS host failed; if a corporate proxy re-signs traffic, "
             "point KIS_CA_BUNDLE at its CA file"
+        )
+    if isinstance(reason, ClosedPoolError | EmptyPoolError):
+        # The pool was closed under the call (the runtime closed, or evicted by the manager):
+        # nothing was sent, so the adapter may send it again on a fresh pool.
+        return BrokerUnavailableError(
+            "the connection pool was closed before the request went out", request_sent=False
         )
     if isinstance(reason, NameResolutionError):
         return BrokerUnavailableError("cannot resolve the KIS host name (DNS)", request_sent=False)
