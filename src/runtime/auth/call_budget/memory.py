@@ -62,7 +62,11 @@ class InProcessCallBudget:
     def acquire(self, scope: BrokerScope, deadline: Deadline) -> Booking:
         with self._lock:
             now = self._clock.monotonic()
-            state = self._state(scope, now)
+            state = self._last_state if scope is self._last_scope else None
+            if state is None:
+                state = self._state(scope, now)
+            if state.take_free_slot(now):  # the uncontended call: no deadline to ask, no wait
+                return Booking(0.0, now)
             slot = state.reserve(now, max_wait(deadline))
             if isinstance(slot, Refusal):
                 raise refused(slot, self._policy, deadline)
@@ -106,10 +110,8 @@ class InProcessCallBudget:
             return usage_of(None if state is None else state.snapshot(), self._clock.monotonic())
 
     def _state(self, scope: BrokerScope, now: float) -> LiveState:
-        # The last scope asked for by identity: a runtime passes the same one every call, and
-        # hashing a BrokerScope (an attrs value) costs more than the rest of a free slot's booking.
-        if scope is self._last_scope and self._last_state is not None:
-            return self._last_state
+        # Callers first try the last scope asked for, by identity: a runtime passes the same one
+        # every call, and hashing a BrokerScope (an attrs value) costs as much as a free booking.
         state = self._states.get(scope)
         if state is None:
             state = self._states[scope] = LiveState(self._policy, now)
@@ -181,6 +183,39 @@ class LiveState:
         )
 
     # --- the rules (see the functions of the same name in gcra) ------------------------------------
+
+    def take_free_slot(self, now: float) -> bool:
+        """``reserve`` then ``start`` at ``now`` when the slot is free now and nothing booked
+        earlier still waits to go out: True once booked and noted as sent; else False, nothing
+        changed (the caller takes the general path).
+
+        Exact: the slot is ``now`` (``tat`` and the window floor before pruning are not later,
+        and pruning only lowers the floor), which any deadline allows; ``start`` then finds this
+        booking (the only one at ``now``), a floor over fewer calls, and no earlier one waiting.
+        """
+        arrivals = self.arrivals
+        if (
+            self.tat > now
+            or self.unsent
+            or now <= 0.0  # a call sent at 0.0 would read as not sent
+            or (len(arrivals) >= self.per_window and arrivals[-self.per_window] + 1.0 + SAME_SLOT_S > now)
+        ):
+            return False
+        starts = self.starts
+        if starts and starts[0] <= now - 1.0:
+            self._prune(now)
+        starts.append(now)
+        self.sent.append(now)
+        self.done.append(0.0)
+        if self.track:
+            arrived = now + UNREPORTED_S
+            insort(arrivals, arrived)
+            insort(self.gone, arrived)
+        if len(starts) > STARTS_KEPT:
+            self._remove(0)
+        self.tat = now + self.policy.interval * (SLOW_FACTOR if now < self.slow_until else 1.0)
+        self.limit_per_s = self.policy.limit_per_s
+        return True
 
     def reserve(self, now: float, max_wait: float) -> float | Refusal:
         """:func:`.gcra.reserve`: the booked slot, or the refusal (booking nothing)."""

@@ -1,0 +1,215 @@
+"""Call budget: an uncontended ``acquire`` (its slot free now) in process, and on Redis in round trips.
+
+In process (``InProcessCallBudget`` on ``SystemClock``, no fake clock):
+
+- **At KIS's limits, 20/s (REAL) and 2/s (VTS).** A slot is free only once the interval has
+  passed, so calls must be spaced in real time. To get many samples without waiting minutes, the
+  script runs 20 budgets side by side, as 20 runtimes on 20 keys would be (one budget and one
+  scope each), and visits them in turn: one sweep acquires (timed) and releases (timed) once on
+  each, then sleeps until the interval plus 1 ms has passed since the sweep began. Only sweeps
+  after the first KIS second are kept, so each budget holds its steady window (about ``limit``
+  bookings of the last second). ``uncontended_share`` is the share of those acquires that did not
+  wait (should be 1.0).
+- **At 1e9/s**, the pacing-off setting of ``call_overhead.py``: one budget, timed batches of 200
+  acquires (and of 200 acquire + release pairs), divided by the batch size. The window then holds
+  the most bookings kept (``STARTS_KEPT``).
+- **The floor**: a ``threading.Lock`` taken and given back around one clock read and one float
+  comparison (what deciding "the slot is free" cannot do without), timed the same way.
+
+On Redis (a throwaway ``redis-server`` on loopback; skipped when not installed): the commands the
+budget's real connection sends per uncontended acquire and per release (a redis-py Connection
+that counts, then talks as usual), the EVALSHA the server ran (INFO commandstats), and the time of
+an acquire beside a PING round trip.
+
+Targets (issue #16): in-process uncontended acquire median <= 2 us at 20/s and at 1e9/s;
+on Redis, 1 round trip per uncontended acquire and 1 per release.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+from typing import Any, ClassVar
+
+from _common import Measured, distribution, perf_ns, run_script, target
+from runtime.auth.call_budget.gcra import BudgetPolicy
+from runtime.auth.call_budget.memory import InProcessCallBudget
+from runtime.broker.base import BrokerScope, Mode
+from runtime.clock import SystemClock
+from runtime.deadline import Deadline
+from runtime.masking import fingerprint
+from shared_budget import _redis
+
+ACQUIRE_TARGET_US = 2.0  # issue #16
+BATCH = 200
+BUDGETS = 20
+CLOCK = SystemClock()
+
+
+def _scope(i: int) -> BrokerScope:
+    return BrokerScope(Mode.REAL, fingerprint(f"PSbench-budget-{i}"))
+
+
+def _floor_ns(batches: int) -> list[float]:
+    lock, clock, tat = threading.Lock(), CLOCK, 0.0
+    samples = []
+    for _ in range(batches):
+        t0 = perf_ns()
+        for _ in range(BATCH):
+            with lock:
+                free = clock.monotonic() >= tat
+        samples.append((perf_ns() - t0) / BATCH)
+    assert free
+    return samples
+
+
+def _at_limit(limit: float, sweeps: int) -> tuple[list[float], list[float], float]:
+    """Acquire and release times (ns) on BUDGETS budgets visited in turn, each slot free."""
+    budgets = [(InProcessCallBudget(CLOCK, limit), _scope(i)) for i in range(BUDGETS)]
+    spacing = BudgetPolicy(limit).interval + 0.001
+    warm = int(limit) + 1  # sweeps in the first KIS second fill each window: not kept
+    acquires: list[float] = []
+    releases: list[float] = []
+    waited = 0
+    for sweep in range(warm + sweeps):
+        began = time.monotonic()
+        for budget, scope in budgets:
+            deadline = Deadline.after(CLOCK, 10.0)
+            t0 = perf_ns()
+            booking = budget.acquire(scope, deadline)
+            t1 = perf_ns()
+            budget.release(scope, booking)
+            t2 = perf_ns()
+            if sweep >= warm:
+                acquires.append(t1 - t0)
+                releases.append(t2 - t1)
+                waited += booking.wait_s > 0
+        time.sleep(max(spacing - (time.monotonic() - began), 0.0))
+    return acquires, releases, 1.0 - waited / len(acquires)
+
+
+def _pacing_off(batches: int, *, release: bool) -> list[float]:
+    budget, scope = InProcessCallBudget(CLOCK, 1e9), _scope(0)
+    deadline = Deadline.after(CLOCK, 600.0)
+    for _ in range(BATCH * 2):  # fill the window (STARTS_KEPT bookings)
+        budget.release(scope, budget.acquire(scope, deadline))
+    samples = []
+    for _ in range(batches):
+        t0 = perf_ns()
+        if release:
+            for _ in range(BATCH):
+                budget.release(scope, budget.acquire(scope, deadline))
+        else:
+            for _ in range(BATCH):
+                budget.acquire(scope, deadline)
+        samples.append((perf_ns() - t0) / BATCH)
+    return samples
+
+
+def _redis_figures(url: str, calls: int) -> dict[str, Any]:
+    import redis
+
+    from runtime.auth.call_budget.redis import RedisCallBudget
+
+    class Counting(redis.Connection):
+        sent: ClassVar[list[str]] = []
+
+        def send_command(self, *args: Any, **kwargs: Any) -> None:
+            self.sent.append(str(args[0]))
+            super().send_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    server = redis.Redis.from_url(url)
+    pool = redis.ConnectionPool.from_url(url, connection_class=Counting, socket_timeout=1.0)
+    client = redis.Redis(connection_pool=pool)
+    budget = RedisCallBudget(client, CLOCK, 20.0, prefix=f"bench-{uuid.uuid4().hex}")
+    scope = _scope(0)
+    budget.release(scope, budget.acquire(scope, Deadline.after(CLOCK, 5)))  # connect, load the script
+
+    def evalsha() -> int:
+        return int(server.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+    sends: dict[str, list[int]] = {"acquire": [], "release": []}
+    served: dict[str, list[int]] = {"acquire": [], "release": []}
+    acquire_us: list[float] = []
+    ping_us: list[float] = []
+    for _ in range(calls):
+        time.sleep(BudgetPolicy(20.0).interval + 0.002)  # the slot is free again
+        t0 = perf_ns()
+        client.ping()
+        ping_us.append((perf_ns() - t0) / 1000)
+        before, ran = len(Counting.sent), evalsha()
+        t0 = perf_ns()
+        booking = budget.acquire(scope, Deadline.after(CLOCK, 5))
+        acquire_us.append((perf_ns() - t0) / 1000)
+        assert booking.wait_s == 0.0
+        sends["acquire"].append(len(Counting.sent) - before)
+        served["acquire"].append(evalsha() - ran)
+        before, ran = len(Counting.sent), evalsha()
+        budget.release(scope, booking)
+        sends["release"].append(len(Counting.sent) - before)
+        served["release"].append(evalsha() - ran)
+    return {"sends": sends, "served": served, "acquire_us": acquire_us, "ping_us": ping_us}
+
+
+def run(quick: bool) -> Measured:
+    batches = 50 if quick else 500
+    floor = distribution(_floor_ns(batches), digits=1)
+    real_acq, real_rel, real_free = _at_limit(20.0, 5 if quick else 20)
+    vts_acq, vts_rel, vts_free = _at_limit(2.0, 2 if quick else 6)
+    off_acq = distribution(_pacing_off(batches, release=False), digits=1)
+    off_pair = distribution(_pacing_off(batches, release=True), digits=1)
+    real = distribution([x / 1000 for x in real_acq])
+    figures: dict[str, Any] = {
+        "floor_lock_clock_compare_ns": floor,
+        "acquire_20_per_s_us": real,
+        "release_20_per_s_us": distribution([x / 1000 for x in real_rel]),
+        "acquire_2_per_s_us": distribution([x / 1000 for x in vts_acq]),
+        "release_2_per_s_us": distribution([x / 1000 for x in vts_rel]),
+        "uncontended_share": {"20_per_s": round(real_free, 4), "2_per_s": round(vts_free, 4)},
+        "acquire_1e9_per_s_ns": off_acq,
+        "acquire_release_1e9_per_s_ns": off_pair,
+        "acquire_20_per_s_over_floor": round(real["median"] * 1000 / floor["median"], 2),
+    }
+    targets = {
+        "acquire_20_per_s": target(
+            f"in-process uncontended acquire at 20/s, median <= {ACQUIRE_TARGET_US} us",
+            real["median"],
+            real["median"] <= ACQUIRE_TARGET_US,
+        ),
+        "acquire_1e9_per_s": target(
+            f"in-process acquire at 1e9/s, median <= {ACQUIRE_TARGET_US} us",
+            off_acq["median"] / 1000,
+            off_acq["median"] / 1000 <= ACQUIRE_TARGET_US,
+        ),
+    }
+    notes = [
+        f"20/s and 2/s: {BUDGETS} budgets (one scope each) visited in turn, each slot free "
+        "(spaced by the interval + 1 ms); sweeps in the first KIS second not kept.",
+        f"1e9/s and the floor: timed batches of {BATCH}, per call.",
+    ]
+    with _redis() as url:
+        if url is None:
+            notes.append("redis-server is not installed: the Redis figures were skipped")
+        else:
+            _add_redis(figures, targets, _redis_figures(url, 5 if quick else 30))
+    return Measured(figures, targets, notes)
+
+
+def _add_redis(figures: dict[str, Any], targets: dict[str, Any], found: dict[str, Any]) -> None:
+    for what in ("acquire", "release"):
+        trips = max(found["sends"][what])
+        figures[f"redis_{what}_commands_sent"] = trips
+        figures[f"redis_{what}_evalsha_served"] = max(found["served"][what])
+        targets[f"redis_{what}_round_trips"] = target(
+            f"Redis: 1 round trip per uncontended {what}",
+            trips,
+            trips == 1 and min(found["sends"][what]) == 1 and max(found["served"][what]) == 1,
+        )
+    figures["redis_acquire_us"] = distribution(found["acquire_us"])
+    figures["redis_ping_us"] = distribution(found["ping_us"])
+
+
+if __name__ == "__main__":
+    sys.exit(run_script(__file__, __doc__, run))
