@@ -47,6 +47,7 @@ class InProcessCallBudget:
 
     def __init__(self, clock: ClockPort, limit_per_s: float) -> None:
         self._clock = clock
+        self._monotonic = clock.monotonic
         self._policy = BudgetPolicy(limit_per_s)
         self._forget()
         renew_in_child(self, InProcessCallBudget._forget)
@@ -61,7 +62,7 @@ class InProcessCallBudget:
 
     def acquire(self, scope: BrokerScope, deadline: Deadline) -> Booking:
         with self._lock:
-            now = self._clock.monotonic()
+            now = self._monotonic()
             state = self._last_state if scope is self._last_scope else None
             if state is None:
                 state = self._state(scope, now)
@@ -97,7 +98,7 @@ class InProcessCallBudget:
         with self._lock:
             state = self._last_state if scope is self._last_scope else self._states.get(scope)
             if state is not None:
-                state.release(self._clock.monotonic(), booking.slot)
+                state.release(self._monotonic(), booking.slot)
 
     def rate_limited(self, scope: BrokerScope, retry_after_s: float) -> None:
         with self._lock:
@@ -129,19 +130,18 @@ class LiveState:
     """One key's :class:`~.gcra.BudgetState`, changed in place by the rules of :mod:`.gcra`.
 
     Bookings are kept in booking order, so their slots only grow (each slot is at least ``tat``,
-    which lies past the previous slot): the oldest is first, a slot is found by bisection, and
-    the calls booked ahead are counted by bisection. Beside them, two sorted lists of when KIS
-    has certainly received each call (``arrivals``: every booking; ``gone``: those that went out
-    or reported) give the window floor of ``reserve`` and ``start`` without sorting. They are
-    kept only when the floor can bind: with more calls a second than bookings kept
-    (``per_window > STARTS_KEPT``), the window is never full. Rare paths (a refusal, a second
-    start of one booking) run the pure function itself.
+    which lies past the previous slot): the oldest is first and a slot is found by bisection.
+    Beside them, ``arrivals``, sorted, holds when KIS has certainly received each call: the window
+    floor of ``reserve`` without sorting. It is kept only when the floor can bind: with more calls
+    a second than bookings kept (``per_window > STARTS_KEPT``), the window is never full. A free
+    slot is booked and started in one step (:meth:`take_free_slot`); the paths of a call that
+    waits (``start``'s floor, a refusal) scan or run the pure function itself.
     """
 
     __slots__ = (
         "arrivals",
         "done",
-        "gone",
+        "interval",
         "limit_per_s",
         "per_window",
         "policy",
@@ -153,6 +153,7 @@ class LiveState:
         "unsent",
     )
     policy: BudgetPolicy
+    interval: float
     per_window: int
     track: bool
     tat: float
@@ -162,11 +163,11 @@ class LiveState:
     sent: list[float]
     done: list[float]
     arrivals: list[float]
-    gone: list[float]
     unsent: int
 
     def __init__(self, policy: BudgetPolicy, now: float) -> None:
         self.policy = policy
+        self.interval = policy.interval
         self.per_window = policy.per_window
         self.track = self.per_window <= STARTS_KEPT
         self._load(gcra.BudgetState(tat=now))
@@ -208,12 +209,10 @@ class LiveState:
         self.sent.append(now)
         self.done.append(0.0)
         if self.track:
-            arrived = now + UNREPORTED_S
-            insort(arrivals, arrived)
-            insort(self.gone, arrived)
+            insort(arrivals, now + UNREPORTED_S)
         if len(starts) > STARTS_KEPT:
             self._remove(0)
-        self.tat = now + self.policy.interval * (SLOW_FACTOR if now < self.slow_until else 1.0)
+        self.tat = now + self.interval * (SLOW_FACTOR if now < self.slow_until else 1.0)
         self.limit_per_s = self.policy.limit_per_s
         return True
 
@@ -234,7 +233,7 @@ class LiveState:
             insort(self.arrivals, slot + UNREPORTED_S)
         if len(self.starts) > STARTS_KEPT:
             self._remove(0)
-        self.tat = slot + self.policy.interval * (SLOW_FACTOR if now < self.slow_until else 1.0)
+        self.tat = slot + self.interval * (SLOW_FACTOR if now < self.slow_until else 1.0)
         self.limit_per_s = self.policy.limit_per_s
         return slot
 
@@ -244,15 +243,14 @@ class LiveState:
         mine = self._index(slot)
         if mine is None:
             return 0.0
-        sent, done = self.sent[mine], self.done[mine]
-        gone = self.gone
-        if self.track and len(gone) >= self.per_window:
-            if sent > 0.0 or done > 0.0:  # started before: leave its own arrival out
-                gone = gone.copy()
-                gone.remove(gcra._arrived_by(slot, sent, done))
-            floor = self._floor(gone)
+        if len(self.starts) > self.per_window:  # else fewer others than a window: no floor
+            # As gcra.start does, over the calls that went out (a call that waited pays this scan).
+            entries = zip(self.starts, self.sent, self.done, strict=True)
+            others = [e for i, e in enumerate(entries) if i != mine and (e[1] > 0.0 or e[2] > 0.0)]
+            floor = gcra._floor(others, self.policy)
             if floor > now:
                 return floor - now
+        sent, done = self.sent[mine], self.done[mine]
         mine_unsent = sent == 0.0 and done == 0.0
         if self.unsent > mine_unsent and self._held_back(mine, now):
             return QUEUE_POLL_S
@@ -261,7 +259,8 @@ class LiveState:
 
     def release(self, now: float, slot: float) -> None:
         """:func:`.gcra.release`: the call booked at ``slot`` got its answer at ``now``."""
-        mine = self._index(slot)
+        starts = self.starts
+        mine = len(starts) - 1 if starts and starts[-1] == slot else self._index(slot)  # newest: usual
         if mine is not None:
             self._set(mine, self.sent[mine] or now, now)
 
@@ -279,9 +278,6 @@ class LiveState:
         entries = list(zip(self.starts, self.sent, self.done, strict=True))
         self.unsent = sum(1 for _slot, sent, done in entries if sent == 0.0 and done == 0.0)
         self.arrivals = sorted(gcra._arrived_by(*e) for e in entries) if self.track else []
-        self.gone = (
-            sorted(gcra._arrived_by(*e) for e in entries if e[1] > 0.0 or e[2] > 0.0) if self.track else []
-        )
 
     def _reserve_slowly(self, now: float, max_wait: float) -> float | Refusal:
         outcome = gcra.reserve(self.snapshot(), now, self.policy, max_wait)
@@ -320,23 +316,18 @@ class LiveState:
         self.unsent += (sent == 0.0 and done == 0.0) - (old_sent == 0.0 and old_done == 0.0)
         if self.track:
             slot = self.starts[i]
-            old = gcra._arrived_by(slot, old_sent, old_done)
-            new = gcra._arrived_by(slot, sent, done)
-            _replace(self.arrivals, old, new)
             _replace(
-                self.gone,
-                old if old_sent > 0.0 or old_done > 0.0 else None,
-                new if sent > 0.0 or done > 0.0 else None,
+                self.arrivals, gcra._arrived_by(slot, old_sent, old_done), gcra._arrived_by(slot, sent, done)
             )
 
     def _remove(self, i: int) -> None:
-        sent, done = self.sent.pop(i), self.done.pop(i)
-        slot = self.starts.pop(i)
-        self.unsent -= sent == 0.0 and done == 0.0
+        slot, sent, done = self.starts.pop(i), self.sent.pop(i), self.done.pop(i)
+        if sent == 0.0 and done == 0.0:
+            self.unsent -= 1
         if self.track:
             arrived = gcra._arrived_by(slot, sent, done)
-            _replace(self.arrivals, arrived, None)
-            _replace(self.gone, arrived if sent > 0.0 or done > 0.0 else None, None)
+            arrivals = self.arrivals
+            del arrivals[bisect_left(arrivals, arrived)]
 
     def _prune(self, now: float) -> bool:
         """gcra._pruned in place: True when bookings were dropped.
@@ -347,6 +338,11 @@ class LiveState:
         cut = now - 1.0
         if not starts or starts[0] > cut:
             return False
+        if len(starts) == 1 or starts[1] > cut:  # only the oldest may go: the usual case
+            if gcra._may_matter((starts[0], self.sent[0], self.done[0]), now):
+                return False
+            self._remove(0)
+            return True
         old = bisect_right(starts, cut)
         sent, done = self.sent, self.done
         drop = [i for i in range(old) if not gcra._may_matter((starts[i], sent[i], done[i]), now)]
@@ -355,11 +351,8 @@ class LiveState:
         return bool(drop)
 
 
-def _replace(values: list[float], old: float | None, new: float | None) -> None:
-    """In the sorted ``values``: ``old`` taken out (None: nothing), ``new`` put in (None: nothing)."""
-    if old == new:
-        return
-    if old is not None:
+def _replace(values: list[float], old: float, new: float) -> None:
+    """In the sorted ``values``: ``old`` taken out, ``new`` put in."""
+    if old != new:
         del values[bisect_left(values, old)]
-    if new is not None:
         insort(values, new)
