@@ -142,6 +142,7 @@ class LiveState:
         "arrivals",
         "done",
         "interval",
+        "limit",
         "limit_per_s",
         "per_window",
         "policy",
@@ -154,6 +155,7 @@ class LiveState:
     )
     policy: BudgetPolicy
     interval: float
+    limit: float
     per_window: int
     track: bool
     tat: float
@@ -167,6 +169,7 @@ class LiveState:
 
     def __init__(self, policy: BudgetPolicy, now: float) -> None:
         self.policy = policy
+        self.limit = policy.limit_per_s
         self.interval = policy.interval
         self.per_window = policy.per_window
         self.track = self.per_window <= STARTS_KEPT
@@ -209,11 +212,11 @@ class LiveState:
         self.sent.append(now)
         self.done.append(0.0)
         if self.track:
-            insort(arrivals, now + UNREPORTED_S)
+            _insert(arrivals, now + UNREPORTED_S)
         if len(starts) > STARTS_KEPT:
             self._remove(0)
         self.tat = now + self.interval * (SLOW_FACTOR if now < self.slow_until else 1.0)
-        self.limit_per_s = self.policy.limit_per_s
+        self.limit_per_s = self.limit
         return True
 
     def reserve(self, now: float, max_wait: float) -> float | Refusal:
@@ -327,7 +330,7 @@ class LiveState:
         if self.track:
             arrived = gcra._arrived_by(slot, sent, done)
             arrivals = self.arrivals
-            del arrivals[bisect_left(arrivals, arrived)]
+            del arrivals[0 if arrivals[0] == arrived else bisect_left(arrivals, arrived)]  # mostly the oldest
 
     def _prune(self, now: float) -> bool:
         """gcra._pruned in place: True when bookings were dropped.
@@ -351,8 +354,17 @@ class LiveState:
         return bool(drop)
 
 
+def _insert(values: list[float], value: float) -> None:
+    """``value`` into the sorted ``values``; mostly the latest, which spares the bisection (and
+    the cache misses of its probes when the budget has not been used for a while)."""
+    if not values or values[-1] <= value:
+        values.append(value)
+    else:
+        insort(values, value)
+
+
 def _replace(values: list[float], old: float, new: float) -> None:
     """In the sorted ``values``: ``old`` taken out, ``new`` put in."""
     if old != new:
         del values[bisect_left(values, old)]
-        insort(values, new)
+        _insert(values, new)
