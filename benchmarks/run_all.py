@@ -23,6 +23,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 SCRIPTS = (
     "call_overhead.py",
     "token_cache_hit.py",
+    "call_budget.py",
     "tokens_stampede.py",
     "tokens_processes.py",
     "startup.py",

@@ -92,6 +92,10 @@ class FileCallBudget:
             if isinstance(outcome, Refusal):
                 raise refused(outcome, self._policy, deadline)
             box.state = outcome.state
+            # A slot free now starts at once: one lock, one read and one write for the acquire.
+            started = outcome.wait == 0.0 and self._started(box, outcome.slot)
+        if started:
+            return Booking(0.0, outcome.slot)
         self._clock.sleep(outcome.wait)
         booking = Booking(outcome.wait, outcome.slot)
         extra = go_when_clear(
@@ -102,6 +106,10 @@ class FileCallBudget:
             lambda: self.release(scope, booking),
         )
         return Booking(outcome.wait + extra, outcome.slot)
+
+    def _started(self, box: _Box, slot: float) -> bool:
+        box.state, wait = start(box.state, box.now, slot, self._policy)
+        return wait == 0.0
 
     def _start(self, scope: BrokerScope, slot: float, deadline: Deadline) -> float:
         with self._locked(scope, deadline.remaining()) as box:

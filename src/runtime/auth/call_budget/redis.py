@@ -41,8 +41,9 @@ _log = logging.getLogger(__name__)
 # KEYS[1]: the state. ARGV: op ("book" | "start" | "release" | "penalize" | "peek"), then for book:
 # interval (s), max wait (s), limit per s, calls per KIS second; start: the slot, calls per KIS
 # second; release: the slot; penalize: the hold (s). Returns {ok (0/1), wait (s), calls ahead, used
-# last s, slot free in (s), limit, slowed (0/1), reset (0/1), slot}; "ok" is booked for book and
-# started for start. Floats leave Lua as strings: Redis would truncate numbers to integers.
+# last s, slot free in (s), limit, slowed (0/1), reset (0/1), slot}; "ok" is booked for book (2:
+# booked at a slot free now and started, as "start" would at once) and started for start. Floats
+# leave Lua as strings: Redis would truncate numbers to integers.
 _SCRIPT = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -72,10 +73,27 @@ local function floor_of(list, per_window)
   return list[#list - per_window + 1] + 1 + {SAME_SLOT_S}
 end
 local function index_of(slot)
-  for i = 1, #s.starts do
-    if math.abs(s.starts[i] - slot) < {SAME_SLOT_S} then return i end
+  local best, best_gap = nil, {SAME_SLOT_S}
+  for i = #s.starts, 1, -1 do
+    local gap = math.abs(s.starts[i] - slot)
+    if gap < best_gap then best, best_gap = i, gap end
   end
-  return nil
+  return best
+end
+local function try_start(mine, per_window)
+  local latest = {{}}
+  for i = 1, #s.starts do
+    if i ~= mine and (s.sent[i] > 0 or s.done[i] > 0) then table.insert(latest, arrived_by(i)) end
+  end
+  local floor = floor_of(latest, per_window)
+  if floor > now then return 0, floor - now end
+  for i = 1, mine - 1 do
+    if s.sent[i] == 0 and s.done[i] == 0 and s.starts[i] > now - {ABANDONED_S} then
+      return 0, {QUEUE_POLL_S}
+    end
+  end
+  s.sent[mine] = now
+  return 1, 0
 end
 local starts, sent, done, used, ahead = {{}}, {{}}, {{}}, 0, 0
 for i = 1, #s.starts do
@@ -110,29 +128,16 @@ if op == 'book' then
     s.tat = slot + interval
     s.limit = limit
     ok, changed = 1, 1
+    -- A slot free now starts in the same script: one round trip for an uncontended call.
+    if wait == 0 and try_start(#s.starts, per_window) == 1 then ok = 2 end
   end
 elseif op == 'start' then
   slot = tonumber(ARGV[2])
   local mine = index_of(slot)
   ok = 1
   if mine then
-    local latest = {{}}
-    for i = 1, #s.starts do
-      if i ~= mine and (s.sent[i] > 0 or s.done[i] > 0) then table.insert(latest, arrived_by(i)) end
-    end
-    local floor = floor_of(latest, tonumber(ARGV[3]))
-    local held = false
-    for i = 1, mine - 1 do
-      if s.sent[i] == 0 and s.done[i] == 0 and s.starts[i] > now - {ABANDONED_S} then held = true end
-    end
-    if floor > now then
-      ok, wait = 0, floor - now
-    elseif held then
-      ok, wait = 0, {QUEUE_POLL_S}
-    else
-      s.sent[mine] = now
-      changed = 1
-    end
+    ok, wait = try_start(mine, tonumber(ARGV[3]))
+    if ok == 1 then changed = 1 end
   end
 elseif op == 'release' then
   local mine = index_of(tonumber(ARGV[2]))
@@ -193,10 +198,13 @@ class RedisCallBudget:
             scope, "book", policy.interval, max_wait(deadline), policy.limit_per_s, policy.per_window
         )
         wait = float(reply[1])
-        if not int(reply[0]):
+        booked = int(reply[0])
+        if not booked:
             raise refused(Refusal(wait, int(reply[2])), self._policy, deadline)
-        self._clock.sleep(wait)
         booking = Booking(wait, float(reply[8]))
+        if booked == 2:
+            return booking  # free now and started by the same script: one round trip
+        self._clock.sleep(wait)
         extra = go_when_clear(
             lambda: float(self._run(scope, "start", booking.slot, policy.per_window)[1]),
             self._clock,
