@@ -215,7 +215,7 @@ def load_settings(
     )
 
 
-@attrs.frozen
+@attrs.frozen(eq=False, repr=False)  # read once, never compared; the repr would show the keys
 class _Raw:
     """The variables as read, before any check (environs reports its own parse errors on seal)."""
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, unquote_plus
@@ -50,15 +49,18 @@ _EPHEMERAL_KEPT = 64
 _DECODE_ROUNDS = 3
 
 _lock = threading.Lock()
-_permanent: dict[str, frozenset[str]] = {}
-_ephemeral: deque[tuple[str, frozenset[str]]] = deque(maxlen=_EPHEMERAL_KEPT)
+# Each secret with its k-grams, made the first time text is scrubbed (None until then):
+# registering is paid by every tokenP and every new runtime, scrubbing only when there is text
+# to clean (errors, logging, `qts` output). Ephemeral entries keep their order: oldest first.
+_permanent: dict[str, frozenset[str] | None] = {}
+_ephemeral: dict[str, frozenset[str] | None] = {}
 # The union, read lock-free; None after a register until the next reader rebuilds it (loading
 # 1,000 stored tokens, as `qts status` does, registered each and rebuilt the union 1,000 times).
 _grams: frozenset[str] | None = frozenset()
 
 
 def _kgrams(secret: str) -> frozenset[str]:
-    return frozenset(secret[i : i + WINDOW] for i in range(len(secret) - WINDOW + 1))
+    return frozenset([secret[i : i + WINDOW] for i in range(len(secret) - WINDOW + 1)])
 
 
 def register(secret: str, *, permanent: bool = False) -> None:
@@ -69,15 +71,17 @@ def register(secret: str, *, permanent: bool = False) -> None:
     if len(secret) < WINDOW:
         return
     with _lock:
-        if secret in _permanent or any(secret == known for known, _g in _ephemeral):
+        if secret in _permanent or secret in _ephemeral:
             return
-        grams = _kgrams(secret)
         if permanent:
-            _permanent[secret] = grams
+            _permanent[secret] = None
         else:
-            _ephemeral.append((secret, grams))
+            _ephemeral[secret] = None
+            if len(_ephemeral) > _EPHEMERAL_KEPT:
+                del _ephemeral[next(iter(_ephemeral))]
         _grams = None
-    install_log_scrubber()
+    if not _installed:
+        install_log_scrubber()
 
 
 def _current() -> frozenset[str]:
@@ -87,8 +91,18 @@ def _current() -> frozenset[str]:
     if grams is None:
         with _lock:
             if _grams is None:
-                _grams = frozenset().union(*_permanent.values(), *(g for _s, g in _ephemeral))
+                _grams = frozenset().union(
+                    *(_grams_of(table, secret) for table in (_permanent, _ephemeral) for secret in table)
+                )
             grams = _grams
+    return grams
+
+
+def _grams_of(table: dict[str, frozenset[str] | None], secret: str) -> frozenset[str]:
+    """``secret``'s k-grams, made once and kept beside it (the caller holds the lock)."""
+    grams = table[secret]
+    if grams is None:
+        grams = table[secret] = _kgrams(secret)
     return grams
 
 
