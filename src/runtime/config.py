@@ -32,7 +32,6 @@ from runtime.settings import (
     TokenStoreSpec,
 )
 
-
 _compile = re.compile
 
 
