@@ -137,7 +137,8 @@ ROUTING_VARIABLES = (
     "QTS_TOKEN_STORE",
 )
 #: What a found ``.env`` may set: the mode, the keys and the runtime's tuning knobs.
-_FOUND_ALLOWED = re.compile(r"KIS_MODE|KIS_(VTS|REAL)_APP_(KEY|SECRET)|QTS_[A-Z0-9_]+")
+# Compiled by re's own cache on first use: only a found .env needs it, not every process.
+_FOUND_ALLOWED = r"KIS_MODE|KIS_(VTS|REAL)_APP_(KEY|SECRET)|QTS_[A-Z0-9_]+"
 _DEFAULT_STORES = ("", "memory", "file")
 
 _MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
@@ -421,7 +422,7 @@ def _load_found_env_file(path: Path) -> None:
         )
     for name, value in values.items():
         # Like load_dotenv(override=False), but only the names a found file may set.
-        if value is not None and _FOUND_ALLOWED.fullmatch(name) and name not in os.environ:
+        if value is not None and re.fullmatch(_FOUND_ALLOWED, name) and name not in os.environ:
             os.environ[name] = value
 
 

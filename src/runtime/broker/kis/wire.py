@@ -20,7 +20,6 @@ __all__ = [
     "ApprovalReply",
     "CallEnvelope",
     "RevokeReply",
-    "TokenErrorReply",
     "TokenReply",
     "decode_json_object",
     "structure",
@@ -49,14 +48,6 @@ class ApprovalReply:
     """``/oauth2/Approval`` success (KIS_API.md §7): the key alone, no expiry."""
 
     approval_key: str
-
-
-@_reply
-class TokenErrorReply:
-    """The token endpoints' own error shape (§4): not the rt_cd shape."""
-
-    error_code: str
-    error_description: str = ""
 
 
 @_reply
