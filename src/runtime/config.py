@@ -7,19 +7,20 @@ network call, each naming its variable and what is allowed.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ipaddress
 import os
 import re
 import stat
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
 import dotenv
-import environs
 
 from runtime.broker.base import AppCredentials, Mode
 from runtime.errors import ConfigError
@@ -30,6 +31,58 @@ from runtime.settings import (
     StoreKind,
     TokenStoreSpec,
 )
+
+_compile = re.compile
+
+
+class _PatternOnFirstUse:
+    """A regular expression compiled the first time it is used, then that pattern's attributes."""
+
+    __slots__ = ("_args", "_pattern")
+
+    def __init__(self, pattern: str, flags: int) -> None:
+        self._args = (pattern, flags)
+        self._pattern: re.Pattern[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only names the instance lacks land here (match, pattern, ...); two threads may both
+        # compile on first use, and the re module hands both the same result. Dunder probes
+        # (ABCMeta asks every class attribute for __isabstractmethod__) do not compile it.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if self._pattern is None:
+            self._pattern = _compile(*self._args)
+        return getattr(self._pattern, name)
+
+
+@contextlib.contextmanager
+def _marshmallow_regexes_on_first_use() -> Iterator[None]:
+    """While marshmallow is first imported, its ``validate`` module's class-level patterns are
+    compiled on first use instead of at import.
+
+    Why: ``marshmallow.validate.Email.DOMAIN_REGEX`` spans U+00A1-U+FFFF case-insensitively, and
+    compiling it walks 65,000 characters five times: ~27 ms of every process that reads its
+    settings (environs imports marshmallow), for an e-mail validator load_settings never uses.
+    Only calls made from that module's own code are deferred, and only during this import."""
+    if "marshmallow.validate" in sys.modules or not hasattr(sys, "_getframe"):
+        yield
+        return
+
+    def compile_later(pattern: Any, flags: int = 0) -> Any:
+        if isinstance(pattern, str) and sys._getframe(1).f_globals.get("__name__") == "marshmallow.validate":
+            return _PatternOnFirstUse(pattern, flags)
+        return _compile(pattern, flags)
+
+    re.compile = compile_later
+    try:
+        yield
+    finally:
+        re.compile = _compile
+
+
+with _marshmallow_regexes_on_first_use():
+    import environs
+
 
 __all__ = [
     "ENV_VARIABLES",
@@ -84,7 +137,8 @@ ROUTING_VARIABLES = (
     "QTS_TOKEN_STORE",
 )
 #: What a found ``.env`` may set: the mode, the keys and the runtime's tuning knobs.
-_FOUND_ALLOWED = re.compile(r"KIS_MODE|KIS_(VTS|REAL)_APP_(KEY|SECRET)|QTS_[A-Z0-9_]+")
+# Compiled by re's own cache on first use: only a found .env needs it, not every process.
+_FOUND_ALLOWED = r"KIS_MODE|KIS_(VTS|REAL)_APP_(KEY|SECRET)|QTS_[A-Z0-9_]+"
 _DEFAULT_STORES = ("", "memory", "file")
 
 _MAX_MARGIN_S = 12 * 3600  # a margin near the 24 h lifetime would reissue on every call
@@ -161,7 +215,7 @@ def load_settings(
     )
 
 
-@attrs.frozen
+@attrs.frozen(eq=False, repr=False)  # read once, never compared; the repr would show the keys
 class _Raw:
     """The variables as read, before any check (environs reports its own parse errors on seal)."""
 
@@ -368,7 +422,7 @@ def _load_found_env_file(path: Path) -> None:
         )
     for name, value in values.items():
         # Like load_dotenv(override=False), but only the names a found file may set.
-        if value is not None and _FOUND_ALLOWED.fullmatch(name) and name not in os.environ:
+        if value is not None and re.fullmatch(_FOUND_ALLOWED, name) and name not in os.environ:
             os.environ[name] = value
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, unquote_plus
@@ -50,17 +49,18 @@ _EPHEMERAL_KEPT = 64
 _DECODE_ROUNDS = 3
 
 _lock = threading.Lock()
-_permanent: dict[str, frozenset[str]] = {}
-_ephemeral: deque[tuple[str, frozenset[str]]] = deque(maxlen=_EPHEMERAL_KEPT)
+# Each secret with its k-grams, made the first time text is scrubbed (None until then):
+# registering is paid by every tokenP and every new runtime, scrubbing only when there is text
+# to clean (errors, logging, `qts` output). Ephemeral entries keep their order: oldest first.
+_permanent: dict[str, frozenset[str] | None] = {}
+_ephemeral: dict[str, frozenset[str] | None] = {}
 # The union, read lock-free; None after a register until the next reader rebuilds it (loading
 # 1,000 stored tokens, as `qts status` does, registered each and rebuilt the union 1,000 times).
 _grams: frozenset[str] | None = frozenset()
-# Every secret held in _permanent or _ephemeral, for the lock-free "already known" test.
-_known: dict[str, None] = {}
 
 
 def _kgrams(secret: str) -> frozenset[str]:
-    return frozenset(secret[i : i + WINDOW] for i in range(len(secret) - WINDOW + 1))
+    return frozenset([secret[i : i + WINDOW] for i in range(len(secret) - WINDOW + 1)])
 
 
 def register(secret: str, *, permanent: bool = False) -> None:
@@ -68,21 +68,20 @@ def register(secret: str, *, permanent: bool = False) -> None:
 
     ``permanent`` for credentials; tokens and approval keys are kept among the newest 64."""
     global _grams
-    if len(secret) < WINDOW or secret in _known:
+    if len(secret) < WINDOW or secret in _permanent or secret in _ephemeral:
         return  # lock-free: every call registers its token, and it is almost always known
     with _lock:
-        if secret in _known:
+        if secret in _permanent or secret in _ephemeral:
             return
-        grams = _kgrams(secret)
         if permanent:
-            _permanent[secret] = grams
+            _permanent[secret] = None
         else:
-            if len(_ephemeral) == _ephemeral.maxlen:
-                _known.pop(_ephemeral[0][0], None)  # the append below drops the oldest
-            _ephemeral.append((secret, grams))
-        _known[secret] = None
+            _ephemeral[secret] = None
+            if len(_ephemeral) > _EPHEMERAL_KEPT:
+                del _ephemeral[next(iter(_ephemeral))]
         _grams = None
-    install_log_scrubber()
+    if not _installed:
+        install_log_scrubber()
 
 
 def _current() -> frozenset[str]:
@@ -92,8 +91,18 @@ def _current() -> frozenset[str]:
     if grams is None:
         with _lock:
             if _grams is None:
-                _grams = frozenset().union(*_permanent.values(), *(g for _s, g in _ephemeral))
+                _grams = frozenset().union(
+                    *(_grams_of(table, secret) for table in (_permanent, _ephemeral) for secret in table)
+                )
             grams = _grams
+    return grams
+
+
+def _grams_of(table: dict[str, frozenset[str] | None], secret: str) -> frozenset[str]:
+    """``secret``'s k-grams, made once and kept beside it (the caller holds the lock)."""
+    grams = table[secret]
+    if grams is None:
+        grams = table[secret] = _kgrams(secret)
     return grams
 
 
@@ -103,7 +112,6 @@ def forget_all() -> None:
     with _lock:
         _permanent.clear()
         _ephemeral.clear()
-        _known.clear()
         _grams = frozenset()
 
 

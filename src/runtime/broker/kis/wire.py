@@ -20,7 +20,6 @@ __all__ = [
     "ApprovalReply",
     "CallEnvelope",
     "RevokeReply",
-    "TokenErrorReply",
     "TokenReply",
     "decode_json_object",
     "structure",
@@ -28,8 +27,13 @@ __all__ = [
 
 _T = TypeVar("_T")
 
+# The reply shapes are read once and dropped: no equality, hashing or repr is generated for
+# them (attrs compiles each method at import, ~0.25 ms a class on every process's first price),
+# and a TokenReply's repr would have shown the token.
+_reply = attrs.frozen(eq=False, repr=False)
 
-@attrs.frozen
+
+@_reply
 class TokenReply:
     """``/oauth2/tokenP`` success (KIS_API.md §2)."""
 
@@ -39,22 +43,14 @@ class TokenReply:
     expires_in: int | None = None
 
 
-@attrs.frozen
+@_reply
 class ApprovalReply:
     """``/oauth2/Approval`` success (KIS_API.md §7): the key alone, no expiry."""
 
     approval_key: str
 
 
-@attrs.frozen
-class TokenErrorReply:
-    """The token endpoints' own error shape (§4): not the rt_cd shape."""
-
-    error_code: str
-    error_description: str = ""
-
-
-@attrs.frozen
+@_reply
 class CallEnvelope:
     """The common part of every ``/uapi`` answer (§5)."""
 
@@ -63,7 +59,7 @@ class CallEnvelope:
     msg1: str = ""
 
 
-@attrs.frozen
+@_reply
 class RevokeReply:
     """``/oauth2/revokeP`` success (§6); ``code`` is an int although the spec says string."""
 
