@@ -19,7 +19,7 @@ __all__ = ["seconds_left", "within"]
 _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("qts_store_deadline", default=None)
 
 
-class within:  # noqa: N801 - used as a function: ``with within(deadline):``
+class within:
     """Bound every store operation in this block (this thread) by ``deadline``.
 
     None leaves the bound as it is (an outer call's deadline still holds). A class rather than

@@ -30,10 +30,9 @@ _T = TypeVar("_T")
 # The reply shapes are read once and dropped: no equality, hashing or repr is generated for
 # them (attrs compiles each method at import, ~0.25 ms a class on every process's first price),
 # and a TokenReply's repr would have shown the token.
-_reply = attrs.frozen(eq=False, repr=False)
 
 
-@_reply
+@attrs.frozen(eq=False, repr=False)
 class TokenReply:
     """``/oauth2/tokenP`` success (KIS_API.md §2)."""
 
@@ -43,14 +42,14 @@ class TokenReply:
     expires_in: int | None = None
 
 
-@_reply
+@attrs.frozen(eq=False, repr=False)
 class ApprovalReply:
     """``/oauth2/Approval`` success (KIS_API.md §7): the key alone, no expiry."""
 
     approval_key: str
 
 
-@_reply
+@attrs.frozen(eq=False, repr=False)
 class CallEnvelope:
     """The common part of every ``/uapi`` answer (§5)."""
 
@@ -59,7 +58,7 @@ class CallEnvelope:
     msg1: str = ""
 
 
-@_reply
+@attrs.frozen(eq=False, repr=False)
 class RevokeReply:
     """``/oauth2/revokeP`` success (§6); ``code`` is an int although the spec says string."""
 
