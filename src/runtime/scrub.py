@@ -24,7 +24,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
@@ -51,7 +51,10 @@ _DECODE_ROUNDS = 3
 
 _lock = threading.Lock()
 _permanent: dict[str, frozenset[str]] = {}
-_ephemeral: deque[tuple[str, frozenset[str]]] = deque(maxlen=_EPHEMERAL_KEPT)
+# Newest last; each secret's fragments are cut when the union is next rebuilt (None until then):
+# `qts status` loads 1,000 stored tokens, of which only the newest 64 are kept.
+_ephemeral: deque[list[Any]] = deque(maxlen=_EPHEMERAL_KEPT)
+_ephemeral_kept: set[str] = set()  # the secrets in _ephemeral, for the duplicate check
 # The union, read lock-free; None after a register until the next reader rebuilds it (loading
 # 1,000 stored tokens, as `qts status` does, registered each and rebuilt the union 1,000 times).
 _grams: frozenset[str] | None = frozenset()
@@ -59,6 +62,11 @@ _grams: frozenset[str] | None = frozenset()
 
 def _kgrams(secret: str) -> frozenset[str]:
     return frozenset(secret[i : i + WINDOW] for i in range(len(secret) - WINDOW + 1))
+
+
+def _windows(text: str) -> Iterator[str]:
+    """Every ``WINDOW``-character run of ``text``, cut in C (no Python loop per character)."""
+    return map(text.__getitem__, map(slice, range(len(text) - WINDOW + 1), range(WINDOW, len(text) + 1)))
 
 
 def register(secret: str, *, permanent: bool = False) -> None:
@@ -69,13 +77,15 @@ def register(secret: str, *, permanent: bool = False) -> None:
     if len(secret) < WINDOW:
         return
     with _lock:
-        if secret in _permanent or any(secret == known for known, _g in _ephemeral):
+        if secret in _permanent or secret in _ephemeral_kept:
             return
-        grams = _kgrams(secret)
         if permanent:
-            _permanent[secret] = grams
+            _permanent[secret] = _kgrams(secret)
         else:
-            _ephemeral.append((secret, grams))
+            if len(_ephemeral) == _EPHEMERAL_KEPT:
+                _ephemeral_kept.discard(_ephemeral[0][0])  # about to fall off the deque
+            _ephemeral.append([secret, None])
+            _ephemeral_kept.add(secret)
         _grams = None
     install_log_scrubber()
 
@@ -87,7 +97,10 @@ def _current() -> frozenset[str]:
     if grams is None:
         with _lock:
             if _grams is None:
-                _grams = frozenset().union(*_permanent.values(), *(g for _s, g in _ephemeral))
+                for entry in _ephemeral:
+                    if entry[1] is None:
+                        entry[1] = _kgrams(entry[0])
+                _grams = frozenset().union(*_permanent.values(), *(entry[1] for entry in _ephemeral))
             grams = _grams
     return grams
 
@@ -98,6 +111,7 @@ def forget_all() -> None:
     with _lock:
         _permanent.clear()
         _ephemeral.clear()
+        _ephemeral_kept.clear()
         _grams = frozenset()
 
 
@@ -132,7 +146,8 @@ def scrub_with(text: str, grams: frozenset[str]) -> str:
     """``text`` with every run of ``WINDOW`` characters found in ``grams`` redacted (pure)."""
     if not grams or len(text) < WINDOW:
         return text
-    text = _redact(text, grams)
+    if not grams.isdisjoint(_windows(text)):
+        text = _redact(text, grams)
     # Percent-encoded (or form-encoded) echoes: scan the decoded text too. Decoding loses the
     # original encoding of the message, which is fine for a message that carried a secret.
     for _ in range(_DECODE_ROUNDS):
@@ -141,7 +156,7 @@ def scrub_with(text: str, grams: frozenset[str]) -> str:
         changed = False
         for decode in (unquote, unquote_plus):
             decoded = decode(text)
-            if decoded != text and _covered(decoded, grams):
+            if decoded != text and not grams.isdisjoint(_windows(decoded)):
                 text = _redact(decoded, grams)
                 changed = True
         if not changed:

@@ -19,7 +19,7 @@ import math
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,23 @@ class FileCallBudget:
             os.close(fd)
         now = self._clock.monotonic()
         return usage_of(_decode(raw, path, now), now)
+
+    def usages(self, scopes: Sequence[BrokerScope]) -> list[BudgetUsage | None]:
+        """:meth:`usage` of every scope after one listing of the folder (most keys of a long
+        ``qts status`` list have no state file); an unreadable state reads as None."""
+        try:
+            present = set(os.listdir(self._folder))
+        except FileNotFoundError:
+            return [None] * len(scopes)
+        except OSError as exc:
+            raise BudgetStateUnavailable(f"cannot list {self._folder}: {exc.strerror or exc}") from exc
+        return [self._usage_or_none(s) if self.path_for(s).name in present else None for s in scopes]
+
+    def _usage_or_none(self, scope: BrokerScope) -> BudgetUsage | None:
+        try:
+            return self.usage(scope)
+        except BudgetStateUnavailable:
+            return None
 
     # --- the file --------------------------------------------------------------------------------
 
