@@ -71,7 +71,8 @@ def test_the_file_batch_skips_what_it_cannot_read(tmp_path: Path, caplog: pytest
     budget.path_for(corrupt).write_text("{broken")
     os.mkfifo(budget.path_for(fifo), 0o600)  # planted: must neither block nor fail the batch
     found = budget.usages([good, corrupt, fifo, missing])
-    assert found[0] is not None and found[0].used_last_s == 1
+    assert found[0] is not None
+    assert found[0].used_last_s == 1
     assert found[1:] == [None, None, None]
     assert "unreadable" in caplog.text
     assert FileCallBudget(tmp_path / "nowhere", CLOCK, 1.0).usages([good]) == [None]
