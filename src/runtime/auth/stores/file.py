@@ -67,7 +67,7 @@ __all__ = ["FileTokenStore"]
 _log = logging.getLogger(__name__)
 
 _MAX_FILE_BYTES = MAX_DOCUMENT_BYTES  # a token file is well under 1 KiB; anything bigger is not ours
-_NAME = re.compile(r"(VTS|REAL)-([0-9a-f]{12})\.(json|lock)")
+_NAME = re.compile(r"(VTS|REAL)-([0-9a-f]{12})\.(json|lock|stream\.lock)")
 _WRITE_LOCK_TIMEOUT_S = 30.0
 _LOCK_POLL_S = 0.005  # a waiting process asks again this often (a thread waits on the thread lock)
 _OPEN_FLAGS = os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -177,25 +177,18 @@ class FileTokenStore:
         self._prepare()
         base = f"{scope.mode.value}-{scope.key_fingerprint}.stream"
         lock_path, sidecar = self._folder / f"{base}.lock", self._folder / f"{base}.json"
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(lock_path, flags, 0o600)
+            fd = _take_flock(lock_path, time.monotonic())  # one try, as _ScopeLock takes it
         except OSError as exc:
-            raise TokenStoreError(f"cannot open {lock_path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise session_held_error(scope, self._holder_in(sidecar)) from None
-        except OSError as exc:
-            os.close(fd)
-            raise TokenStoreError(f"cannot lock {lock_path}: {exc.strerror or exc}") from exc
+            raise TokenStoreError(f"cannot open or lock {lock_path}: {exc.strerror or exc}") from exc
+        if fd is None:
+            raise session_held_error(scope, self._holder_in(sidecar))
         try:
             self._write_path(sidecar, holder_document(holder))
         except TokenStoreError:
-            os.close(fd)  # closing the descriptor drops the flock
+            _drop_flock(lock_path, fd)
             raise
-        return _FileLease(fd, sidecar, holder)
+        return _FileLease(fd, lock_path, sidecar, holder)
 
     def _holder_in(self, sidecar: Path) -> LeaseHolder | None:
         raw = self._read_bytes(sidecar)
@@ -242,7 +235,7 @@ class FileTokenStore:
         found: list[AccessToken] = []
         for match in filter(None, map(_NAME.fullmatch, names)):
             path = self._folder / match.group(0)
-            if match.group(3) == "lock":
+            if match.group(3) != "json":
                 _sweep_lock(path)
                 continue
             raw = _read_or_warn(path)
@@ -372,8 +365,9 @@ def folder_problem(uid: int, mode: int) -> str | None:
 class _FileLease:
     """A held ``flock``: released by :meth:`release` or by the kernel when the process dies."""
 
-    def __init__(self, fd: int, sidecar: Path, holder: LeaseHolder) -> None:
+    def __init__(self, fd: int, lock_path: Path, sidecar: Path, holder: LeaseHolder) -> None:
         self._fd: int | None = fd
+        self._lock_path = lock_path
         self._sidecar = sidecar
         self._holder = holder
         self._guard = threading.Lock()
@@ -391,11 +385,13 @@ class _FileLease:
             fd, self._fd = self._fd, None
         if fd is None:
             return
-        # The sidecar first: once the lock is free, the next holder writes its own.
+        # The sidecar first: once the lock is free, the next holder writes its own. The lock file
+        # goes too, as the issuance lock's does (see _ScopeLock): nothing is left behind.
         if holder_from_raw(_read_or_empty(self._sidecar)) == self._holder:
             with contextlib.suppress(OSError):
                 self._sidecar.unlink()
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            _drop_flock(self._lock_path, fd)
 
 
 def _scope_order(token: AccessToken) -> tuple[str, str]:
@@ -530,6 +526,9 @@ def _sweep_lock(path: Path) -> bool:
     if not free:
         os.close(fd)
         return False
+    if path.name.endswith(".stream.lock"):  # no session holds it: its holder's name is stale too
+        with contextlib.suppress(OSError):
+            os.unlink(path.with_suffix(".json"))
     with contextlib.suppress(OSError):
         _drop_flock(path, fd)
     return True

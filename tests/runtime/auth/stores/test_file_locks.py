@@ -215,3 +215,45 @@ def test_processes_taking_the_lock_while_another_sweeps_are_never_two_at_once(fo
     assert not (folder / "inside").exists()
     assert not lock_file(folder).exists()
     assert int(out) >= 0  # the sweeper ran (it may or may not have caught a file between holders)
+
+
+# Holds the scope's stream lease until stdin closes: prints "held" once it has it.
+_STREAMER = """
+import sys
+from datetime import UTC, datetime
+from runtime.auth.ports import LeaseHolder
+from runtime.auth.stores.file import FileTokenStore
+from runtime.broker.base import BrokerScope, Mode
+store = FileTokenStore(sys.argv[1])
+lease = store.acquire_stream_lease(
+    BrokerScope(Mode.VTS, "0123456789ab"), LeaseHolder(host="child", pid=7, since=datetime.now(UTC))
+)
+print("held", flush=True)
+sys.stdin.read()
+lease.release()
+"""
+
+
+def _stream_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".stream." in p.name)
+
+
+def test_a_stream_lease_leaves_nothing_and_a_dead_ones_files_are_swept(folder: Path) -> None:
+    streamer = _child(_STREAMER, str(folder))
+    assert streamer.stdout is not None
+    assert streamer.stdout.readline().strip() == "held"
+    base = f"VTS-{SCOPE.key_fingerprint}.stream"
+    FileTokenStore(folder).tokens()  # a live session's files stay
+    assert _stream_files(folder) == [f"{base}.json", f"{base}.lock"]
+    streamer.communicate(timeout=TIMEOUT_S)
+    assert streamer.returncode == 0
+    assert _stream_files(folder) == []  # released: nothing left
+
+    streamer = _child(_STREAMER, str(folder))
+    assert streamer.stdout is not None
+    assert streamer.stdout.readline().strip() == "held"
+    streamer.send_signal(signal.SIGKILL)
+    streamer.communicate(timeout=TIMEOUT_S)
+    assert _stream_files(folder) == [f"{base}.json", f"{base}.lock"]  # a dead holder's leftovers
+    FileTokenStore(folder).tokens()
+    assert _stream_files(folder) == []
