@@ -7,13 +7,17 @@ lock file exists only while the lock is held: the holder unlinks it before letti
 taker whose ``flock`` landed on a file that is no longer at the path starts again (see
 :class:`_ScopeLock`). So no lock file is left behind by a clean release, and one left by a
 holder that was killed (or by an older version) is removed by :meth:`FileTokenStore.tokens`
-under the same rule: only while holding its ``flock``, so never while anyone holds it or is
-about to take it.
+under the same rule: only while holding its ``flock``, so never while anyone holds it, and
+anyone about to take it (it opened the file just before) is turned away and starts again.
+(A process of an older version using filelock < 4 lacks that check: mixed versions sharing one
+folder could, in a window of microseconds, both hold the lock once.)
 
 The scope's WebSocket approval key has its own file, ``<MODE>-<fingerprint>.approval.json``;
 its one-session stream lease is ``<MODE>-<fingerprint>.stream.lock``, held with ``flock`` while
 a session is open (the kernel releases it when the holder dies), with the holder's host and pid
-in ``<MODE>-<fingerprint>.stream.json``.
+in ``<MODE>-<fingerprint>.stream.json``; both go with the release, and a dead holder's are
+swept like the issuance lock's. The call budget's ``*.budget.json.lock`` files belong to
+:mod:`runtime.auth.call_budget.file` (filelock) and are left alone.
 
 Writes are atomic (temporary file in the same folder, fsync, ``os.replace``, fsync of the
 folder): a reader sees the old file or the new one, never half of one, even if the writer is
