@@ -9,8 +9,8 @@ taker whose ``flock`` landed on a file that is no longer at the path starts agai
 holder that was killed (or by an older version) is removed by :meth:`FileTokenStore.tokens`
 under the same rule: only while holding its ``flock``, so never while anyone holds it, and
 anyone about to take it (it opened the file just before) is turned away and starts again.
-(A process of an older version using filelock < 4 lacks that check: mixed versions sharing one
-folder could, in a window of microseconds, both hold the lock once.)
+(A process of an older version whose filelock lacks that check -- 3.20.x does; 4.3 has it --
+sharing the folder could, in a window of microseconds, hold the lock beside another once.)
 
 The scope's WebSocket approval key has its own file, ``<MODE>-<fingerprint>.approval.json``;
 its one-session stream lease is ``<MODE>-<fingerprint>.stream.lock``, held with ``flock`` while
