@@ -124,10 +124,12 @@ class FileCallBudget:
             _log.warning("could not slow the shared call budget for %s: %s", scope, exc)
 
     def usage(self, scope: BrokerScope) -> BudgetUsage | None:
+        return self._usage_at(self.path_for(scope))
+
+    def _usage_at(self, path: Path) -> BudgetUsage | None:
         # Read only, without the lock: `qts status` over 1,000 keys neither waits for 1,000 locks
         # nor leaves 1,000 lock files behind. A read racing a write sees the state before or
         # after it, an empty file (shown as no usage) or, rarely, a torn one (warned about).
-        path = self.path_for(scope)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -154,11 +156,12 @@ class FileCallBudget:
             return [None] * len(scopes)
         except OSError as exc:
             raise BudgetStateUnavailable(f"cannot list {self._folder}: {exc.strerror or exc}") from exc
-        return [self._usage_or_none(s) if self.path_for(s).name in present else None for s in scopes]
+        names = (f"{scope.mode.value}-{scope.key_fingerprint}.budget.json" for scope in scopes)  # as path_for
+        return [self._usage_or_none(name) if name in present else None for name in names]
 
-    def _usage_or_none(self, scope: BrokerScope) -> BudgetUsage | None:
+    def _usage_or_none(self, name: str) -> BudgetUsage | None:
         try:
-            return self.usage(scope)
+            return self._usage_at(self._folder / name)
         except BudgetStateUnavailable:
             return None
 

@@ -237,10 +237,11 @@ class FileTokenStore:
         except OSError as exc:
             raise TokenStoreError(f"cannot list {self._folder}: {exc.strerror or exc}") from exc
         found: list[AccessToken] = []
+        folder = str(self._folder)
         for match in filter(None, map(_NAME.fullmatch, names)):
-            path = self._folder / match.group(0)
+            path = os.path.join(folder, match.group(0))  # a str: 1,000 Path objects cost more than the reads
             if match.group(3) != "json":
-                _sweep_lock(path)
+                _sweep_lock(Path(path))
                 continue
             raw = _read_or_warn(path)
             token = _token_in(raw, path, BrokerScope(Mode(match.group(1)), match.group(2))) if raw else None
@@ -403,7 +404,7 @@ def _scope_order(token: AccessToken) -> tuple[str, str]:
     return token.scope.mode.value, token.scope.key_fingerprint
 
 
-def _read_or_warn(path: Path) -> bytes | None:
+def _read_or_warn(path: str | Path) -> bytes | None:
     """The bytes of ``path`` (see :func:`_read_private`); None, with a warning if it exists but
     cannot be used, otherwise."""
     try:
@@ -418,7 +419,7 @@ def _read_or_warn(path: Path) -> bytes | None:
         return None
 
 
-def _token_in(raw: bytes, path: Path, scope: BrokerScope) -> AccessToken | None:
+def _token_in(raw: bytes, path: str | Path, scope: BrokerScope) -> AccessToken | None:
     try:
         return read_token(raw, scope)
     except UnreadableEntry as why:
@@ -545,7 +546,7 @@ def _read_or_empty(path: Path) -> bytes:
         return b""
 
 
-def _read_private(path: Path) -> bytes:
+def _read_private(path: str | Path) -> bytes:
     """The bytes of ``path`` if it is a regular file of ours, not a symlink, and not writable by others.
 
     Opened non-blocking and checked with fstat before any read: a FIFO (or a device) planted at
