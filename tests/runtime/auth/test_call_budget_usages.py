@@ -86,3 +86,25 @@ def test_an_unreachable_redis_fails_the_batch_typed() -> None:
     budget = RedisCallBudget.from_url("redis://127.0.0.1:1/0", CLOCK, 1.0)
     with pytest.raises(BudgetStateUnavailable):
         budget.usages(SCOPES[:3])
+
+
+def test_a_corrupt_redis_state_reads_as_none_with_a_warning(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip(SKIP_REASON)
+    import redis
+
+    from runtime.auth.call_budget.redis import RedisCallBudget
+
+    url = request.getfixturevalue("redis_url")
+    prefix = f"usages-{uuid.uuid4().hex}"
+    budget = RedisCallBudget.from_url(url, CLOCK, 1000.0, prefix=prefix)
+    good, corrupt = SCOPES[:2]
+    budget.acquire(good, Deadline.after(CLOCK, 10.0))
+    key = f"{prefix}:budget:{corrupt.mode.value}:{corrupt.key_fingerprint}"
+    redis.Redis.from_url(url).set(key, "{broken")
+    found = budget.usages([good, corrupt])
+    assert found[0] is not None
+    assert found[1] is None
+    assert "unreadable" in caplog.text

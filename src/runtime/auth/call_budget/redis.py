@@ -235,9 +235,15 @@ class RedisCallBudget:
             raise BudgetStateUnavailable(
                 f"the Redis call budget is unreachable: {type(exc).__name__}"
             ) from exc
-        return [
-            _usage_from(reply) if isinstance(reply, list) and len(reply) == 9 else None for reply in replies
-        ]
+        found: list[BudgetUsage | None] = []
+        for scope, reply in zip(scopes, replies, strict=True):
+            if not isinstance(reply, list) or len(reply) != 9:
+                found.append(None)
+                continue
+            if int(reply[7]):
+                _log.warning("the call budget of %s in Redis was unreadable; started afresh", scope)
+            found.append(_usage_from(reply))
+        return found
 
     def _run(self, scope: BrokerScope, op: str, *numbers: float) -> list[Any]:
         key = f"{self._prefix}:budget:{scope.mode.value}:{scope.key_fingerprint}"
