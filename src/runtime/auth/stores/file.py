@@ -36,7 +36,6 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -339,6 +338,8 @@ class FileTokenStore:
         self._write_path(self.path_for(scope), data)
 
     def _write_path(self, path: Path, data: dict[str, Any]) -> None:
+        import tempfile  # here: a read (`qts status`) never pays for it
+
         self._prepare()
         payload = json.dumps(data, sort_keys=True, indent=1).encode("utf-8")
         try:
