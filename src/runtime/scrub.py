@@ -55,10 +55,11 @@ _permanent: dict[str, frozenset[str]] = {}
 # Newest last; each secret's fragments are cut when the union is next rebuilt (None until then):
 # `qts status` loads 1,000 stored tokens, of which only the newest 64 are kept.
 _ephemeral: deque[list[Any]] = deque(maxlen=_EPHEMERAL_KEPT)
-_ephemeral_kept: set[str] = set()  # the secrets in _ephemeral, for the duplicate check
 # The union, read lock-free; None after a register until the next reader rebuilds it (loading
 # 1,000 stored tokens, as `qts status` does, registered each and rebuilt the union 1,000 times).
 _grams: frozenset[str] | None = frozenset()
+# Every secret held in _permanent or _ephemeral, for the lock-free "already known" test.
+_known: dict[str, None] = {}
 
 
 def _kgrams(secret: str) -> frozenset[str]:
@@ -100,18 +101,18 @@ def register(secret: str, *, permanent: bool = False) -> None:
 
     ``permanent`` for credentials; tokens and approval keys are kept among the newest 64."""
     global _grams
-    if len(secret) < WINDOW:
-        return
+    if len(secret) < WINDOW or secret in _known:
+        return  # lock-free: every call registers its token, and it is almost always known
     with _lock:
-        if secret in _permanent or secret in _ephemeral_kept:
+        if secret in _known:
             return
         if permanent:
             _permanent[secret] = _kgrams(secret)
         else:
-            if len(_ephemeral) == _EPHEMERAL_KEPT:
-                _ephemeral_kept.discard(_ephemeral[0][0])  # about to fall off the deque
+            if len(_ephemeral) == _ephemeral.maxlen:
+                _known.pop(_ephemeral[0][0], None)  # the append below drops the oldest
             _ephemeral.append([secret, None])
-            _ephemeral_kept.add(secret)
+        _known[secret] = None
         _grams = None
     install_log_scrubber()
 
@@ -137,7 +138,7 @@ def forget_all() -> None:
     with _lock:
         _permanent.clear()
         _ephemeral.clear()
-        _ephemeral_kept.clear()
+        _known.clear()
         _grams = frozenset()
 
 

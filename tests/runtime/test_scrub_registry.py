@@ -16,7 +16,7 @@ from runtime import scrub
 @pytest.fixture
 def registry() -> Iterator[None]:
     """A registry of this test's secrets only, put back as it was afterwards."""
-    saved = (dict(scrub._permanent), [list(e) for e in scrub._ephemeral], set(scrub._ephemeral_kept))
+    saved = (dict(scrub._permanent), [list(e) for e in scrub._ephemeral], dict(scrub._known))
     scrub.forget_all()
     try:
         yield
@@ -26,8 +26,8 @@ def registry() -> Iterator[None]:
             scrub._permanent.update(saved[0])
             scrub._ephemeral.clear()
             scrub._ephemeral.extend(saved[1])
-            scrub._ephemeral_kept.clear()
-            scrub._ephemeral_kept.update(saved[2])
+            scrub._known.clear()
+            scrub._known.update(saved[2])
             scrub._grams = None
 
 

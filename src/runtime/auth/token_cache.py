@@ -43,6 +43,9 @@ _log = logging.getLogger(__name__)
 # after this pause: tokenP accepts one request per minute per key (KIS_API.md §3).
 _REFRESH_RETRY_PAUSE = timedelta(seconds=60)
 _REJECTED_REMEMBERED = 16
+# The lock-free path trusts the monotonic clock for at most this long before the wall clock
+# (which token expiry is measured on) is read again under the lock.
+_WALL_RECHECK_S = 1.0
 # With the store unreachable, a valid token in memory is served this long before the store is
 # tried again (one warning per outage), so a paused Redis does not cost every call its wait.
 _STORE_RETRY_PAUSE = timedelta(seconds=10)
@@ -65,6 +68,13 @@ class _Entry(NamedTuple):
     held: Held
     serve_until: datetime
     token: AccessToken  # held.token, one attribute away for the hot path
+
+
+class _Fast(NamedTuple):
+    """What the lock-free path serves, and until when on the monotonic clock."""
+
+    until: float
+    token: AccessToken
 
 
 class _Blocked(NamedTuple):
@@ -96,11 +106,15 @@ class TokenCache:
         self._broker = broker
         self._store = store
         self._clock = clock
-        self._now = clock.now  # bound once: the hot path reads the clock with one attribute load
+        self._monotonic = clock.monotonic  # bound once: the hot path reads it with one attribute load
         self._margin = margin
         self._budget = budget
         self._scope = broker.scope
         self._entry: _Entry | None = None
+        # The lock-free path's copy of the entry, on the monotonic clock: set under the lock by
+        # a wall-clock check, and good for at most _WALL_RECHECK_S, so a stepped wall clock (an
+        # NTP correction) is noticed within a second. Cleared with the entry, under the lock.
+        self._fast: _Fast | None = None
         self._lock = threading.Lock()
         self._rejected: collections.deque[bytes] = collections.deque(maxlen=_REJECTED_REMEMBERED)
         # The last token KIS rejected while still within its life: served again, rather than
@@ -149,12 +163,12 @@ class TokenCache:
         once. Without a deadline (tools, tests) budget waits are bounded only by the budget,
         and each lock wait and tokenP by the default call deadline.
         """
-        # The hot path, inlined (the method call was a fifth of it): one attribute, one clock
-        # read, no lock, no store.
-        entry = self._entry
-        if entry is not None and self._now() < entry.serve_until:
+        # The hot path, inlined (the method call was a fifth of it): one attribute, one
+        # monotonic clock read (cheaper than an aware datetime), no lock, no store.
+        fast = self._fast
+        if fast is not None and self._monotonic() < fast.until:
             self.last_source = _MEMORY
-            return entry.token
+            return fast.token
         lock_wait = self._time_left(deadline)
         if not self._lock.acquire(timeout=lock_wait):
             raise BrokerUnavailableError(
@@ -171,7 +185,7 @@ class TokenCache:
             self._rejected.append(_digest(token.value))
             self._suspect = token if self._clock.now() < token.expires_at else None
             if self._entry is not None and self._entry.held.token.value == token.value:
-                self._entry = None
+                self._entry = self._fast = None
             try:
                 # Compare and delete under the store's issuance lock: without it, another process
                 # could save its fresh token between our load and our delete, and we would delete
@@ -190,17 +204,22 @@ class TokenCache:
         """Drop the token from memory and store (after a revoke); returns what was held."""
         with self._lock:
             held = self._entry.held.token if self._entry else self._load_from_store()
-            self._entry = None
+            self._entry = self._fast = None
             self._store.delete(self._scope)
         return held
 
     # --- the slow path, under the lock -----------------------------------------------------------
 
     def _serve_from_memory(self) -> AccessToken | None:
-        # The hot path: one attribute, one clock read, no lock, no store.
+        # Under the lock: the wall-clock check, which also opens the lock-free path for a while.
         entry = self._entry
-        if entry is None or self._clock.now() >= entry.serve_until:
+        if entry is None:
             return None
+        now = self._clock.now()
+        if now >= entry.serve_until:
+            return None
+        fresh_for = min(_WALL_RECHECK_S, (entry.serve_until - now).total_seconds())
+        self._fast = _Fast(self._clock.monotonic() + fresh_for, entry.token)
         self.last_source = TokenSource.MEMORY
         return entry.held.token
 
@@ -414,6 +433,7 @@ class TokenCache:
             refresh_at(token, self._margin) if hold_until is None else min(hold_until, token.expires_at)
         )
         self._entry = _Entry(Held(token, hold_until), stale_from, token)
+        self._fast = None  # the next get() checks the new entry on the wall clock first
 
     def _load_from_store(self) -> AccessToken | None:
         stored = self._store.load(self._scope)

@@ -9,9 +9,7 @@ timeouts apply.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import Iterator
 
 from runtime.deadline import Deadline
 from runtime.errors import TokenStoreError
@@ -21,19 +19,26 @@ __all__ = ["seconds_left", "within"]
 _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("qts_store_deadline", default=None)
 
 
-@contextlib.contextmanager
-def within(deadline: Deadline | None) -> Iterator[None]:
+class within:  # lower case: used as a function, ``with within(deadline):``
     """Bound every store operation in this block (this thread) by ``deadline``.
 
-    None leaves the bound as it is (an outer call's deadline still holds)."""
-    if deadline is None:
-        yield
-        return
-    token = _current.set(deadline)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+    None leaves the bound as it is (an outer call's deadline still holds). A class rather than
+    a generator-based context manager: every REST call enters one."""
+
+    __slots__ = ("_deadline", "_token")
+
+    def __init__(self, deadline: Deadline | None) -> None:
+        self._deadline = deadline
+        self._token: contextvars.Token[Deadline | None] | None = None
+
+    def __enter__(self) -> None:
+        if self._deadline is not None:
+            self._token = _current.set(self._deadline)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
 
 
 def seconds_left(usual_s: float, what: str = "token store operation") -> float:

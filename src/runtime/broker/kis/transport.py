@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import os
 import socket
 import ssl
@@ -120,18 +121,25 @@ def exchange(
         raise BrokerUnavailableError(
             f"the {deadline.total_s:g} s deadline passed before the request went out", request_sent=False
         )
-    _install_guarded_connections(http, url)
+    _guard_pools(http)
     error: QTSError | None = None
     reply: HttpReply | None = None
-    with _guarded(left) as guard:
-        try:
-            reply = _send_and_read(http, method, url, headers, left, body, query)
-        except QTSError as exc:
-            error = exc
-        except MaxRetryError as exc:
-            error = _unavailable(exc.reason or exc)
-        except (HTTPError, OSError, ValueError) as exc:  # ValueError: a socket shut under http.client
-            error = _unavailable(exc)
+    # Real time on purpose: sockets wait in real time, whatever clock the caller injected.
+    guard = _Guard(time.monotonic() + left)
+    _WATCHDOG.add(guard)
+    previous = getattr(_current, "guard", None)
+    _current.guard = guard
+    try:
+        reply = _send_and_read(http, method, url, headers, left, body, query)
+    except QTSError as exc:
+        error = exc
+    except MaxRetryError as exc:
+        error = _unavailable(exc.reason or exc)
+    except (HTTPError, OSError, ValueError) as exc:  # ValueError: a socket shut under http.client
+        error = _unavailable(exc)
+    finally:
+        _current.guard = previous
+        guard.finish()
     # Outside every except block: the error carries no urllib3 exception as its context.
     if guard.fired or deadline.expired:
         raise BrokerUnavailableError(
@@ -166,9 +174,10 @@ def _send_and_read(
     )
     broke: str | None = None
     data = b""
+    received: dict[str, str] = {}
     try:
-        _check_headers(response)
-        data = _read_capped(response)
+        received = _checked_headers(response.headers)
+        data = _read_capped(response, received)
     except (HTTPError, OSError, ValueError) as exc:
         broke = type(exc).__name__
     finally:
@@ -177,33 +186,54 @@ def _send_and_read(
         response.release_conn()
     if broke is not None:  # raised here, not in the except block: no urllib3 text as context
         raise BrokerUnavailableError(f"the connection broke while reading KIS's answer ({broke})")
-    # urllib3's HTTPHeaderDict is already a case-insensitive mapping: no copy per call.
-    return HttpReply(response.status, response.headers, data)
+    return HttpReply(response.status, received, data)
 
 
-def _check_headers(response: urllib3.BaseHTTPResponse) -> None:
+def _checked_headers(received: Mapping[str, str]) -> dict[str, str]:
+    """The answer's headers as a plain dict (lower-case names, repeats joined by ", "), once
+    they are known to be within the caps; MalformedResponseError otherwise.
+
+    A plain dict because every later lookup (content-encoding, tr_id, tr_cont, gt_uid) on
+    urllib3's case-insensitive HTTPHeaderDict goes through ``Mapping.get``, a few times slower."""
     count = 0
     size = 0
     longest = 0
-    for name, value in response.headers.items():
-        count += 1
-        line = len(name) + len(value) + 4
-        size += line
-        longest = max(longest, line)
+    plain: dict[str, str] = {}
+    for name, values in _header_values(received):
+        for value in values:
+            count += 1
+            line = len(name) + len(value) + 4
+            size += line
+            if line > longest:
+                longest = line
+        plain[name.lower()] = ", ".join(values)
     if count > MAX_HEADERS or size > MAX_HEADER_BYTES or longest > MAX_HEADER_LINE_BYTES:
         raise MalformedResponseError(
             f"KIS's answer has {count} headers of {size} bytes in all, the longest {longest} (at most "
             f"{MAX_HEADERS}, {MAX_HEADER_BYTES} and {MAX_HEADER_LINE_BYTES} bytes are accepted); refused"
         )
+    return plain
 
 
-def _read_capped(response: urllib3.BaseHTTPResponse) -> bytes:
+def _header_values(headers: Mapping[str, str]) -> Iterator[tuple[str, list[str]]]:
+    """Each header name received with all its values.
+
+    From HTTPHeaderDict's store when it has the layout urllib3 2 uses ({lower: [name, *values]}):
+    its ``items()`` does a case-insensitive lookup per header, a third of the check's time."""
+    store = getattr(headers, "_container", None)
+    if isinstance(store, dict):
+        for entry in store.values():
+            yield entry[0], entry[1:]
+        return
+    getlist = getattr(headers, "getlist", None)
+    for name in headers:
+        yield name, list(getlist(name)) if getlist is not None else [headers[name]]
+
+
+def _read_capped(response: urllib3.BaseHTTPResponse, headers: Mapping[str, str]) -> bytes:
     length = response.length_remaining if isinstance(response, urllib3.HTTPResponse) else None
-    if (
-        length is not None
-        and length <= MAX_BODY_BYTES
-        and response.headers.get("content-encoding", "identity") == "identity"
-    ):
+    identity = headers.get("content-encoding", "identity") == "identity"
+    if length is not None and length <= MAX_BODY_BYTES and identity:
         # The usual KIS answer: an unencoded body of known size under the cap. One read takes
         # exactly that many bytes; streaming in chunks costs a second read and a buffer per call.
         return response.read()
@@ -246,17 +276,19 @@ def _unavailable(reason: BaseException) -> BrokerUnavailableError | TLSVerificat
 class _Guard:
     """The sockets of one exchange, shut down together when its deadline passes."""
 
-    __slots__ = ("_fds", "_lock", "at", "done", "fired", "sent")
+    __slots__ = ("_fds", "_lock", "_watches", "at", "done", "fired", "sent")
 
     def __init__(self, at: float) -> None:
         self.at = at
         self.done = False
         self.fired = False
         self.sent = False  # a socket was connected: the request may have left this host
-        self._fds: list[int] = []
+        self._fds: list[int] = []  # duplicates this guard made and closes
+        self._watches: list[_Watch] = []  # duplicates kept by reused connections
         self._lock = threading.Lock()
 
     def watch(self, sock: socket.socket) -> None:
+        """A new connection's socket, as soon as TCP connects."""
         # A duplicate descriptor: shutdown() acts on the socket, whatever object wraps it
         # later (the TLS wrapper detaches the plain socket object it was given).
         try:
@@ -273,6 +305,17 @@ class _Guard:
             _shutdown(fd)
         os.close(fd)
 
+    def watch_reused(self, watch: _Watch) -> None:
+        """A kept-alive connection's socket, when a request starts on it."""
+        with self._lock:
+            self.sent = True
+            if not self.done and not self.fired:
+                self._watches.append(watch)
+                return
+            late = self.fired
+        if late:
+            watch.shutdown()
+
     def fire(self) -> None:
         with self._lock:
             if self.done:
@@ -280,14 +323,53 @@ class _Guard:
             self.fired = True
             for fd in self._fds:
                 _shutdown(fd)
+            for watch in self._watches:
+                watch.shutdown()
 
     def finish(self) -> None:
         with self._lock:
             self.done = True
             fds, self._fds = self._fds, []
+            self._watches = []
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class _Watch:
+    """A duplicate descriptor of a kept-alive connection's socket, made once per socket.
+
+    A reused connection would otherwise cost a dup() and a close() per call. The duplicate
+    lives while the connection keeps that socket: closed with it (``release``), or when the
+    last reference goes (a pool dropped without closing, a forked child's copy). Every change
+    of ``fd`` and every shutdown through it happen under one lock, so a deadline never shuts
+    a descriptor number that has been closed and handed to another socket meanwhile."""
+
+    __slots__ = ("fd", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = os.dup(sock.fileno())
+
+    def shutdown(self) -> None:
+        with _WATCH_LOCK:
+            if self.fd >= 0:
+                _shutdown(self.fd)
+
+    def release(self) -> None:
+        with _WATCH_LOCK:
+            fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+
+
+_WATCH_LOCK = threading.Lock()
 
 
 def _shutdown(fd: int) -> None:
@@ -307,6 +389,7 @@ class _Watchdog:
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._wake_at = math.inf  # when the thread will look at the heap again by itself
 
     def add(self, guard: _Guard) -> None:
         with self._cond:
@@ -316,7 +399,11 @@ class _Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="qts-deadline", daemon=True)
                 self._thread.start()
-            if self._heap[0][2] is guard:
+            # Wake the thread only when this deadline comes before the one it sleeps towards:
+            # with one deadline for every call, that is about once per deadline, not once per
+            # call (a wake-up per call cost a thread switch on every request).
+            if guard.at < self._wake_at:
+                self._wake_at = guard.at
                 self._cond.notify()
 
     def _next_due(self) -> _Guard:
@@ -325,11 +412,14 @@ class _Watchdog:
                 while self._heap and self._heap[0][2].done:
                     heapq.heappop(self._heap)
                 if not self._heap:
+                    self._wake_at = math.inf
                     self._cond.wait()
                     continue
-                delay = self._heap[0][0] - time.monotonic()
+                due = self._heap[0][0]
+                delay = due - time.monotonic()
                 if delay <= 0:
                     return heapq.heappop(self._heap)[2]
+                self._wake_at = due
                 self._cond.wait(delay)
 
     def _run(self) -> None:
@@ -340,6 +430,7 @@ class _Watchdog:
         self._heap = []
         self._cond = threading.Condition()
         self._thread = None
+        self._wake_at = math.inf
 
 
 _WATCHDOG = _Watchdog()
@@ -348,24 +439,27 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_WATCHDOG.reset_after_fork)
 
 
-@contextlib.contextmanager
-def _guarded(seconds: float) -> Iterator[_Guard]:
-    # Real time on purpose: sockets wait in real time, whatever clock the caller injected.
-    guard = _Guard(time.monotonic() + seconds)
-    _WATCHDOG.add(guard)
-    previous = getattr(_current, "guard", None)
-    _current.guard = guard
-    try:
-        yield guard
-    finally:
-        _current.guard = previous
-        guard.finish()
-
-
 def _arm(sock: socket.socket | None) -> None:
     guard: _Guard | None = getattr(_current, "guard", None)
     if guard is not None and sock is not None:
         guard.watch(sock)
+
+
+def _arm_reused(connection: Any) -> None:
+    guard: _Guard | None = getattr(_current, "guard", None)
+    sock: socket.socket | None = connection.sock
+    if guard is None or sock is None:
+        return  # no exchange, or a new connection: _new_conn arms its socket once TCP connects
+    watch: _Watch | None = connection.__dict__.get("_qts_watch")
+    if watch is None or watch.sock is not sock or watch.fd < 0:
+        if watch is not None:
+            watch.release()
+        try:
+            watch = _Watch(sock)
+        except (OSError, ValueError):
+            return  # a socket already closed: the request fails without sending
+        connection.__dict__["_qts_watch"] = watch
+    guard.watch_reused(watch)
 
 
 # urllib3 creates and reuses connections inside its pool; these subclasses tell the current
@@ -385,17 +479,45 @@ def _guarded_class(base: type[Any]) -> type[Any]:
         return sock
 
     def request(self: Any, *args: Any, **kwargs: Any) -> Any:
-        _arm(self.sock)
+        _arm_reused(self)
         return base.request(self, *args, **kwargs)
 
-    cls = type(f"Guarded{base.__name__}", (base,), {"_new_conn": _new_conn, "request": request})
+    def close(self: Any) -> None:
+        watch: _Watch | None = self.__dict__.pop("_qts_watch", None)
+        if watch is not None:
+            watch.release()  # the socket's last descriptor goes with it: the peer sees the close
+        base.close(self)
+
+    members = {"_new_conn": _new_conn, "request": request, "close": close}
+    cls = type(f"Guarded{base.__name__}", (base,), members)
     _GUARDED[base] = cls
     _GUARDED[cls] = cls
     return cls
 
 
-def _install_guarded_connections(http: urllib3.PoolManager, url: str) -> None:
-    pool: Any = http.connection_from_url(url)
-    current = pool.ConnectionCls
-    if _GUARDED.get(current) is not current:
-        pool.ConnectionCls = _guarded_class(current)
+def _guard_pools(http: urllib3.PoolManager) -> None:
+    """Make every pool of ``http``, present and future, open guarded connections (once per manager).
+
+    Future pools through the manager's pool classes, so the per-call work is two dict lookups
+    (looking the pool up for each call cost as much as the rest of the guard)."""
+    classes = http.pool_classes_by_scheme
+    if all(_GUARDED_POOLS.get(cls) is cls for cls in classes.values()):
+        return
+    http.pool_classes_by_scheme = {scheme: _guarded_pool_class(cls) for scheme, cls in classes.items()}
+    for key in list(http.pools.keys()):
+        pool: Any = http.pools.get(key)
+        if pool is not None and _GUARDED.get(pool.ConnectionCls) is not pool.ConnectionCls:
+            pool.ConnectionCls = _guarded_class(pool.ConnectionCls)
+
+
+_GUARDED_POOLS: dict[type[Any], type[Any]] = {}
+
+
+def _guarded_pool_class(base: type[Any]) -> type[Any]:
+    cls = _GUARDED_POOLS.get(base)
+    if cls is None:
+        connection = _guarded_class(base.ConnectionCls)
+        cls = type(f"Guarded{base.__name__}", (base,), {"ConnectionCls": connection})
+        _GUARDED_POOLS[base] = cls
+        _GUARDED_POOLS[cls] = cls
+    return cls
