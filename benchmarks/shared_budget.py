@@ -23,72 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import BENCH_DIR, Measured, report, target
+from _common import BENCH_DIR, Measured, redis_server, report, target
 from kis_emulator import EmulatorConfig, KISEmulator, demo_account
 
 CHILD = BENCH_DIR / "_budget_child.py"
 LIMITS = {"REAL": 20, "VTS": 2}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextmanager
-def _redis() -> Iterator[str | None]:
-    """A throwaway redis-server on loopback, or None when it is not installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="qts-bench-redis-") as folder:
-        server = subprocess.Popen(  # noqa: S603 - the installed redis-server, fixed arguments
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                folder,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("redis-server did not start") from None
-                    time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
 
 
 def _flush(url: str) -> None:
@@ -210,7 +158,7 @@ def measure(quick: bool, seconds: float) -> Measured:
     counts = (2,) if quick else (1, 2, 4, 8)
     modes = ("REAL",) if quick else ("REAL", "VTS")
     cells: dict[str, dict[str, Any]] = {}
-    with _redis() as redis_url:
+    with redis_server() as redis_url:
         stores = {"file": "file"} if quick or redis_url is None else {"file": "file", "redis": redis_url}
         for mode in modes:
             config = EmulatorConfig(token_request_interval=0)  # a fresh store per cell asks again

@@ -21,6 +21,7 @@ Three places use it, so that no byte that could carry a secret gets out unseen:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -61,6 +62,36 @@ _grams: frozenset[str] | None = frozenset()
 
 def _kgrams(secret: str) -> frozenset[str]:
     return frozenset([secret[i : i + WINDOW] for i in range(len(secret) - WINDOW + 1)])
+
+
+_HALF = WINDOW // 2
+_halves_cache: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
+
+def _halves_of(grams: frozenset[str]) -> frozenset[str]:
+    """Every ``_HALF``-character run of the fragments in ``grams`` (kept for the last ``grams``)."""
+    global _halves_cache
+    known, halves = _halves_cache
+    if known is not grams:
+        halves = frozenset(g[j : j + _HALF] for g in grams for j in range(len(g) - _HALF + 1))
+        _halves_cache = (grams, halves)
+    return halves
+
+
+def _has_run(text: str, grams: frozenset[str]) -> bool:
+    """True when some ``WINDOW``-character run of ``text`` is in ``grams``.
+
+    A run of ``WINDOW`` characters starting at p holds the ``_HALF``-run at the multiple of
+    ``_HALF`` in [p, p + _HALF], so only every ``_HALF``-th position is looked up (in C), and the
+    few that hit are checked in full: a quarter of the lookups of a plain scan, for the same answer."""
+    halves = _halves_of(grams)
+    n = len(text)
+    starts = range(0, n - _HALF + 1, _HALF)
+    cuts = map(text.__getitem__, map(slice, starts, range(_HALF, n + 1, _HALF)))
+    for i in itertools.compress(starts, map(halves.__contains__, cuts)):
+        if any(text[p : p + WINDOW] in grams for p in range(max(i - _HALF, 0), i + 1)):
+            return True
+    return False
 
 
 def register(secret: str, *, permanent: bool = False) -> None:
@@ -146,7 +177,8 @@ def scrub_with(text: str, grams: frozenset[str]) -> str:
     """``text`` with every run of ``WINDOW`` characters found in ``grams`` redacted (pure)."""
     if not grams or len(text) < WINDOW:
         return text
-    text = _redact(text, grams)
+    if _has_run(text, grams):
+        text = _redact(text, grams)
     # Percent-encoded (or form-encoded) echoes: scan the decoded text too. Decoding loses the
     # original encoding of the message, which is fine for a message that carried a secret.
     for _ in range(_DECODE_ROUNDS):
@@ -155,7 +187,7 @@ def scrub_with(text: str, grams: frozenset[str]) -> str:
         changed = False
         for decode in (unquote, unquote_plus):
             decoded = decode(text)
-            if decoded != text and _covered(decoded, grams):
+            if decoded != text and _has_run(decoded, grams):
                 text = _redact(decoded, grams)
                 changed = True
         if not changed:

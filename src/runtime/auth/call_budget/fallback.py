@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
-from runtime.auth.call_budget._common import BudgetStateUnavailable
+from runtime.auth.call_budget._common import BudgetStateUnavailable, usages_of
 from runtime.auth.call_budget.memory import InProcessCallBudget
 from runtime.auth.ports import Booking, BudgetUsage, CallBudgetPort, ClockPort
 from runtime.broker.base import BrokerScope
@@ -71,6 +72,10 @@ class FallbackCallBudget:
 
     def usage(self, scope: BrokerScope) -> BudgetUsage | None:
         return self._shared.usage(scope)
+
+    def usages(self, scopes: Sequence[BrokerScope]) -> list[BudgetUsage | None]:
+        """:meth:`usage` of every scope, in one batch where the shared budget reads one."""
+        return usages_of(self._shared, scopes)
 
     def _renew(self) -> None:
         self._lock = threading.Lock()

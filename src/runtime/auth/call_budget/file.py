@@ -19,7 +19,7 @@ import math
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +132,12 @@ class FileCallBudget:
             _log.warning("could not slow the shared call budget for %s: %s", scope, exc)
 
     def usage(self, scope: BrokerScope) -> BudgetUsage | None:
+        return self._usage_at(self.path_for(scope))
+
+    def _usage_at(self, path: Path) -> BudgetUsage | None:
         # Read only, without the lock: `qts status` over 1,000 keys neither waits for 1,000 locks
         # nor leaves 1,000 lock files behind. A read racing a write sees the state before or
         # after it, an empty file (shown as no usage) or, rarely, a torn one (warned about).
-        path = self.path_for(scope)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -152,6 +154,24 @@ class FileCallBudget:
             os.close(fd)
         now = self._clock.monotonic()
         return usage_of(_decode(raw, path, now), now)
+
+    def usages(self, scopes: Sequence[BrokerScope]) -> list[BudgetUsage | None]:
+        """:meth:`usage` of every scope after one listing of the folder (most keys of a long
+        ``qts status`` list have no state file); an unreadable state reads as None."""
+        try:
+            present = set(os.listdir(self._folder))
+        except FileNotFoundError:
+            return [None] * len(scopes)
+        except OSError as exc:
+            raise BudgetStateUnavailable(f"cannot list {self._folder}: {exc.strerror or exc}") from exc
+        names = (f"{scope.mode.value}-{scope.key_fingerprint}.budget.json" for scope in scopes)  # as path_for
+        return [self._usage_or_none(name) if name in present else None for name in names]
+
+    def _usage_or_none(self, name: str) -> BudgetUsage | None:
+        try:
+            return self._usage_at(self._folder / name)
+        except BudgetStateUnavailable:
+            return None
 
     # --- the file --------------------------------------------------------------------------------
 

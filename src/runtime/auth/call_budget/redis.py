@@ -11,6 +11,7 @@ that expires once nothing is booked. A corrupt state is reset by the script, whi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -227,17 +228,30 @@ class RedisCallBudget:
             _log.warning("could not slow the shared call budget for %s: %s", scope, exc)
 
     def usage(self, scope: BrokerScope) -> BudgetUsage | None:
-        reply = self._run(scope, "peek")
-        limit = float(reply[5])
-        if limit <= 0:
-            return None  # nothing was ever booked (or the state expired)
-        return BudgetUsage(
-            limit_per_s=limit,
-            used_last_s=int(reply[3]),
-            queue=int(reply[2]),
-            queue_s=round(float(reply[4]), 3),
-            slowed=bool(int(reply[6])),
-        )
+        return _usage_from(self._run(scope, "peek"))
+
+    def usages(self, scopes: Sequence[BrokerScope]) -> list[BudgetUsage | None]:
+        """:meth:`usage` of every scope in one round trip (``qts status`` over many keys); a
+        scope whose answer is unusable reads as None. BudgetStateUnavailable if Redis is not."""
+        pipe = self._client.pipeline(transaction=False)
+        for scope in scopes:
+            key = f"{self._prefix}:budget:{scope.mode.value}:{scope.key_fingerprint}"  # as _run names it
+            self._script(keys=[key], args=["peek"], client=pipe)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except redis.exceptions.RedisError as exc:
+            raise BudgetStateUnavailable(
+                f"the Redis call budget is unreachable: {type(exc).__name__}"
+            ) from exc
+        found: list[BudgetUsage | None] = []
+        for scope, reply in zip(scopes, replies, strict=True):
+            if not isinstance(reply, list) or len(reply) != 9:
+                found.append(None)
+                continue
+            if int(reply[7]):
+                _log.warning("the call budget of %s in Redis was unreadable; started afresh", scope)
+            found.append(_usage_from(reply))
+        return found
 
     def _run(self, scope: BrokerScope, op: str, *numbers: float) -> list[Any]:
         key = f"{self._prefix}:budget:{scope.mode.value}:{scope.key_fingerprint}"
@@ -252,3 +266,17 @@ class RedisCallBudget:
         if int(reply[7]):
             _log.warning("the call budget of %s in Redis was unreadable; started afresh", scope)
         return reply
+
+
+def _usage_from(reply: list[Any]) -> BudgetUsage | None:
+    """What a "peek" answer says, or None when nothing was ever booked (or the state expired)."""
+    limit = float(reply[5])
+    if limit <= 0:
+        return None
+    return BudgetUsage(
+        limit_per_s=limit,
+        used_last_s=int(reply[3]),
+        queue=int(reply[2]),
+        queue_s=round(float(reply[4]), 3),
+        slowed=bool(int(reply[6])),
+    )

@@ -34,6 +34,7 @@ __all__ = [
     "load_all",
     "parse_approval_document",
     "parse_document",
+    "read_token",
     "session_held_error",
     "token_belongs_to",
     "token_from_document",
@@ -86,6 +87,16 @@ def parse_document(raw: bytes, scope: BrokerScope) -> dict[str, Any]:
     if token is not None:
         _token_from_raw(token, scope)  # validated here so a bad token makes the whole file a miss
     return data
+
+
+def read_token(raw: bytes, scope: BrokerScope) -> AccessToken | None:
+    """The token in the stored document ``raw`` (None if it holds none), checked exactly as
+    :func:`parse_document` checks it, built once; UnreadableEntry saying why not."""
+    data = _checked_object(raw, scope)
+    for field in ("last_issued_at", "blocked_until"):
+        _datetime_or_none(data.get(field), field)
+    token = data.get("token")
+    return None if token is None else _token_from_raw(token, scope)
 
 
 def token_to_json(token: AccessToken) -> dict[str, Any]:

@@ -1,13 +1,23 @@
 """FileTokenStore: one JSON file per scope in a private folder, shared by every process of the user.
 
 Layout: ``<folder>/<MODE>-<key fingerprint>.json`` holds the token and the scope's issuance
-ledger; ``<folder>/<MODE>-<key fingerprint>.lock`` is the per-scope lock (filelock) under which
-the token cache runs re-read -> re-check -> issue -> write, so N processes send one tokenP.
+ledger; ``<folder>/<MODE>-<key fingerprint>.lock`` is the per-scope lock (``flock``) under which
+the token cache runs re-read -> re-check -> issue -> write, so N processes send one tokenP. The
+lock file exists only while the lock is held: the holder unlinks it before letting go, and a
+taker whose ``flock`` landed on a file that is no longer at the path starts again (see
+:class:`_ScopeLock`). So no lock file is left behind by a clean release, and one left by a
+holder that was killed (or by an older version) is removed by :meth:`FileTokenStore.tokens`
+under the same rule: only while holding its ``flock``, so never while anyone holds it, and
+anyone about to take it (it opened the file just before) is turned away and starts again.
+(A process of an older version whose filelock lacks that check -- 3.20.x does; 4.3 has it --
+sharing the folder could, in a window of microseconds, hold the lock beside another once.)
 
 The scope's WebSocket approval key has its own file, ``<MODE>-<fingerprint>.approval.json``;
 its one-session stream lease is ``<MODE>-<fingerprint>.stream.lock``, held with ``flock`` while
 a session is open (the kernel releases it when the holder dies), with the holder's host and pid
-in ``<MODE>-<fingerprint>.stream.json``.
+in ``<MODE>-<fingerprint>.stream.json``; both go with the release, and a dead holder's are
+swept like the issuance lock's. The call budget's ``*.budget.json.lock`` files belong to
+:mod:`runtime.auth.call_budget.file` (filelock) and are left alone.
 
 Writes are atomic (temporary file in the same folder, fsync, ``os.replace``, fsync of the
 folder): a reader sees the old file or the new one, never half of one, even if the writer is
@@ -26,13 +36,11 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import filelock
 
 from runtime.auth.ports import IssuanceLedger, LeaseHolder
 from runtime.auth.stores.bounds import seconds_left
@@ -47,11 +55,10 @@ from runtime.auth.stores.document import (
     holder_from_raw,
     iso_or_none,
     ledger_from_document,
-    load_all,
     parse_approval_document,
     parse_document,
+    read_token,
     session_held_error,
-    token_from_document,
     token_to_json,
 )
 from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope, Mode
@@ -63,8 +70,10 @@ __all__ = ["FileTokenStore"]
 _log = logging.getLogger(__name__)
 
 _MAX_FILE_BYTES = MAX_DOCUMENT_BYTES  # a token file is well under 1 KiB; anything bigger is not ours
-_NAME = re.compile(r"(VTS|REAL)-([0-9a-f]{12})\.json")
+_NAME = re.compile(r"(VTS|REAL)-([0-9a-f]{12})\.(json|lock|stream\.lock)")
 _WRITE_LOCK_TIMEOUT_S = 30.0
+_LOCK_POLL_S = 0.005  # a waiting process asks again this often (a thread waits on the thread lock)
+_OPEN_FLAGS = os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class FileTokenStore:
@@ -83,7 +92,7 @@ class FileTokenStore:
     def _renew_locks(self) -> None:
         # Fresh in a forked child too: another parent thread may have held the guard at fork().
         self._guard = threading.Lock()
-        self._locks: dict[BrokerScope, filelock.FileLock] = {}
+        self._locks: dict[BrokerScope, _ScopeLock] = {}
 
     @property
     def folder(self) -> Path:
@@ -102,8 +111,9 @@ class FileTokenStore:
         return True
 
     def load(self, scope: BrokerScope) -> AccessToken | None:
-        data = self._read(scope)
-        return token_from_document(data, scope) if data is not None else None
+        path = self.path_for(scope)
+        raw = self._read_bytes(path)
+        return _token_in(raw, path, scope) if raw is not None else None
 
     def save(self, scope: BrokerScope, token: AccessToken) -> None:
         check_scope(scope, token)
@@ -170,25 +180,18 @@ class FileTokenStore:
         self._prepare()
         base = f"{scope.mode.value}-{scope.key_fingerprint}.stream"
         lock_path, sidecar = self._folder / f"{base}.lock", self._folder / f"{base}.json"
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(lock_path, flags, 0o600)
+            fd = _take_flock(lock_path, time.monotonic())  # one try, as _ScopeLock takes it
         except OSError as exc:
-            raise TokenStoreError(f"cannot open {lock_path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise session_held_error(scope, self._holder_in(sidecar)) from None
-        except OSError as exc:
-            os.close(fd)
-            raise TokenStoreError(f"cannot lock {lock_path}: {exc.strerror or exc}") from exc
+            raise TokenStoreError(f"cannot open or lock {lock_path}: {exc.strerror or exc}") from exc
+        if fd is None:
+            raise session_held_error(scope, self._holder_in(sidecar))
         try:
             self._write_path(sidecar, holder_document(holder))
         except TokenStoreError:
-            os.close(fd)  # closing the descriptor drops the flock
+            _drop_flock(lock_path, fd)
             raise
-        return _FileLease(fd, sidecar, holder)
+        return _FileLease(fd, lock_path, sidecar, holder)
 
     def _holder_in(self, sidecar: Path) -> LeaseHolder | None:
         raw = self._read_bytes(sidecar)
@@ -204,14 +207,14 @@ class FileTokenStore:
         lock = self._lock_for(scope)
         timeout_s = seconds_left(max(timeout_s, 0.0), "token lock")
         try:
-            lock.acquire(timeout=timeout_s)
-        except filelock.Timeout as exc:
+            taken = lock.acquire(timeout_s)
+        except OSError as exc:
+            raise TokenStoreError(f"cannot lock {lock.path}: {exc.strerror or exc}") from exc
+        if not taken:
             raise TokenStoreError(
                 f"another process has held the token lock for {scope} for more than {timeout_s:g} s "
-                f"({lock.lock_file})"
-            ) from exc
-        except OSError as exc:
-            raise TokenStoreError(f"cannot lock {lock.lock_file}: {exc.strerror or exc}") from exc
+                f"({lock.path})"
+            )
         try:
             yield
         finally:
@@ -220,17 +223,30 @@ class FileTokenStore:
     # --- listing ----------------------------------------------------------------------
 
     def tokens(self) -> list[AccessToken]:
-        """Every readable token in the folder, ordered by scope."""
+        """Every readable token in the folder, ordered by scope.
+
+        One scan of the folder, one read per token file, no lock taken (writes are atomic
+        renames). Lock files nobody holds are removed on the way (see the module docstring)."""
         if not self._folder_is_safe():
             return []
         try:
-            names = sorted(os.listdir(self._folder))
+            names = os.listdir(self._folder)
         except FileNotFoundError:
             return []
         except OSError as exc:
             raise TokenStoreError(f"cannot list {self._folder}: {exc.strerror or exc}") from exc
-        matches = (_NAME.fullmatch(name) for name in names)
-        return load_all(self, (BrokerScope(Mode(m.group(1)), m.group(2)) for m in matches if m is not None))
+        found: list[AccessToken] = []
+        folder = str(self._folder)
+        for match in filter(None, map(_NAME.fullmatch, names)):
+            path = os.path.join(folder, match.group(0))  # a str: 1,000 Path objects cost more than the reads
+            if match.group(3) != "json":
+                _sweep_lock(Path(path))
+                continue
+            raw = _read_or_warn(path)
+            token = _token_in(raw, path, BrokerScope(Mode(match.group(1)), match.group(2))) if raw else None
+            if token is not None:
+                found.append(token)
+        return sorted(found, key=_scope_order)
 
     # --- the disk --------------------------------------------------------------------------------
 
@@ -286,13 +302,12 @@ class FileTokenStore:
             self._ready = True
         return True
 
-    def _lock_for(self, scope: BrokerScope) -> filelock.FileLock:
+    def _lock_for(self, scope: BrokerScope) -> _ScopeLock:
         self._prepare()
         with self._guard:
             lock = self._locks.get(scope)
             if lock is None:
-                path = self.path_for(scope).with_suffix(".lock")
-                lock = self._locks[scope] = filelock.FileLock(path, mode=0o600)
+                lock = self._locks[scope] = _ScopeLock(self.path_for(scope).with_suffix(".lock"))
             return lock
 
     @contextlib.contextmanager
@@ -306,16 +321,7 @@ class FileTokenStore:
         # Every read (token, approval key, lease holder) first checks the folder is ours alone.
         if not self._folder_is_safe():
             return None
-        try:
-            return _read_private(path)
-        except FileNotFoundError:
-            return None
-        except UnreadableEntry as why:
-            _log.warning("ignoring token file %s: %s", path, why)
-            return None
-        except OSError as exc:
-            _log.warning("ignoring token file %s: cannot read it (%s)", path, exc.strerror or exc)
-            return None
+        return _read_or_warn(path)
 
     def _read(self, scope: BrokerScope) -> dict[str, Any] | None:
         path = self.path_for(scope)
@@ -332,6 +338,8 @@ class FileTokenStore:
         self._write_path(self.path_for(scope), data)
 
     def _write_path(self, path: Path, data: dict[str, Any]) -> None:
+        import tempfile  # here: a read (`qts status`) never pays for it
+
         self._prepare()
         payload = json.dumps(data, sort_keys=True, indent=1).encode("utf-8")
         try:
@@ -363,8 +371,9 @@ def folder_problem(uid: int, mode: int) -> str | None:
 class _FileLease:
     """A held ``flock``: released by :meth:`release` or by the kernel when the process dies."""
 
-    def __init__(self, fd: int, sidecar: Path, holder: LeaseHolder) -> None:
+    def __init__(self, fd: int, lock_path: Path, sidecar: Path, holder: LeaseHolder) -> None:
         self._fd: int | None = fd
+        self._lock_path = lock_path
         self._sidecar = sidecar
         self._holder = holder
         self._guard = threading.Lock()
@@ -382,11 +391,153 @@ class _FileLease:
             fd, self._fd = self._fd, None
         if fd is None:
             return
-        # The sidecar first: once the lock is free, the next holder writes its own.
+        # The sidecar first: once the lock is free, the next holder writes its own. The lock file
+        # goes too, as the issuance lock's does (see _ScopeLock): nothing is left behind.
         if holder_from_raw(_read_or_empty(self._sidecar)) == self._holder:
             with contextlib.suppress(OSError):
                 self._sidecar.unlink()
+        with contextlib.suppress(OSError):
+            _drop_flock(self._lock_path, fd)
+
+
+def _scope_order(token: AccessToken) -> tuple[str, str]:
+    # BrokerScope's own order (mode, then fingerprint), without attrs' per-comparison tuples.
+    return token.scope.mode.value, token.scope.key_fingerprint
+
+
+def _read_or_warn(path: str | Path) -> bytes | None:
+    """The bytes of ``path`` (see :func:`_read_private`); None, with a warning if it exists but
+    cannot be used, otherwise."""
+    try:
+        return _read_private(path)
+    except FileNotFoundError:
+        return None
+    except UnreadableEntry as why:
+        _log.warning("ignoring token file %s: %s", path, why)
+        return None
+    except OSError as exc:
+        _log.warning("ignoring token file %s: cannot read it (%s)", path, exc.strerror or exc)
+        return None
+
+
+def _token_in(raw: bytes, path: str | Path, scope: BrokerScope) -> AccessToken | None:
+    try:
+        return read_token(raw, scope)
+    except UnreadableEntry as why:
+        _log.warning("ignoring token file %s: %s", path, why)
+        return None
+
+
+class _ScopeLock:
+    """One scope's issuance lock: a thread lock inside the process, ``flock`` across processes.
+
+    Reentrant within a thread. The lock file exists only while the lock is held: :meth:`release`
+    unlinks it before letting go, and :meth:`acquire` keeps a ``flock`` only if the file it
+    locked is still the one at the path. Whoever unlinks the file holds its ``flock``, so a
+    process that opened it just before is refused by that check and starts again: two holders
+    never lock two different files under one name."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._threads = threading.RLock()
+        self._depth = 0  # guarded by _threads
+        self._fd: int | None = None
+
+    def acquire(self, timeout_s: float) -> bool:
+        """True once held; False after ``timeout_s``; OSError if the path cannot be a lock."""
+        ends = time.monotonic() + timeout_s
+        if not self._threads.acquire(timeout=max(timeout_s, 0.0)):
+            return False
+        if self._depth == 0:
+            try:
+                self._fd = _take_flock(self.path, ends)
+            except BaseException:
+                self._threads.release()
+                raise
+            if self._fd is None:
+                self._threads.release()
+                return False
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                _drop_flock(self.path, fd)
+        self._threads.release()
+
+
+def _take_flock(path: Path, ends: float) -> int | None:
+    """A descriptor holding ``flock`` on the file at ``path`` (created if missing), or None at ``ends``."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
+        try:
+            taken = _flock_regular(fd, path)
+            if taken and _still_at(path, fd):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)
+        if not taken:  # held elsewhere: ask again soon (a file swept under us: at once)
+            left = ends - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(_LOCK_POLL_S, left))
+
+
+def _flock_regular(fd: int, path: Path) -> bool:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device planted at the path
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _still_at(path: Path, fd: int) -> bool:
+    """True when the file ``fd`` locked is the one at ``path`` (not unlinked, not replaced)."""
+    held = os.fstat(fd)
+    try:
+        there = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _drop_flock(path: Path, fd: int) -> None:
+    # Unlinked while still held: nobody can be holding it, and anyone about to take it is
+    # turned away by _still_at. Unlocked explicitly: a forked child may share the descriptor.
+    try:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _sweep_lock(path: Path) -> bool:
+    """Remove the lock file at ``path`` if nobody holds it; True if removed. Never raises."""
+    try:
+        fd = os.open(path, os.O_RDWR | _OPEN_FLAGS)
+    except OSError:
+        return False
+    try:
+        free = _flock_regular(fd, path) and _still_at(path, fd)
+    except OSError:
+        free = False
+    if not free:
+        os.close(fd)
+        return False
+    if path.name.endswith(".stream.lock"):  # no session holds it: its holder's name is stale too
+        with contextlib.suppress(OSError):
+            os.unlink(path.with_suffix(".json"))
+    with contextlib.suppress(OSError):
+        _drop_flock(path, fd)
+    return True
 
 
 def _read_or_empty(path: Path) -> bytes:
@@ -396,7 +547,7 @@ def _read_or_empty(path: Path) -> bytes:
         return b""
 
 
-def _read_private(path: Path) -> bytes:
+def _read_private(path: str | Path) -> bytes:
     """The bytes of ``path`` if it is a regular file of ours, not a symlink, and not writable by others.
 
     Opened non-blocking and checked with fstat before any read: a FIFO (or a device) planted at
@@ -408,8 +559,8 @@ def _read_private(path: Path) -> bytes:
         if exc.errno == errno.ELOOP:
             raise UnreadableEntry("it is a symlink; token files are never followed through links") from None
         raise
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnreadableEntry("not a regular file")
         if info.st_uid != os.getuid():
@@ -418,11 +569,13 @@ def _read_private(path: Path) -> bytes:
             raise UnreadableEntry("writable by other users")
         if stat.S_IMODE(info.st_mode) & 0o044:
             with contextlib.suppress(OSError):
-                os.fchmod(handle.fileno(), 0o600)
+                os.fchmod(fd, 0o600)
             _log.warning("token file %s was readable by others; tightened to 0600", path)
         if info.st_size > _MAX_FILE_BYTES:
             raise UnreadableEntry(f"{info.st_size} bytes is far too large for a token file")
-        return handle.read(_MAX_FILE_BYTES + 1)
+        return os.pread(fd, _MAX_FILE_BYTES + 1, 0)  # one read: a regular file of at most 64 KiB
+    finally:
+        os.close(fd)
 
 
 def _fsync_folder(folder: Path) -> None:

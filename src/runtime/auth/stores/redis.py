@@ -50,11 +50,10 @@ from runtime.auth.stores.document import (
     holder_from_raw,
     iso_or_none,
     ledger_from_document,
-    load_all,
     parse_approval_document,
     parse_document,
+    read_token,
     session_held_error,
-    token_from_document,
     token_to_json,
 )
 from runtime.broker.base import AccessToken, ApprovalKey, BrokerScope, Mode
@@ -79,6 +78,8 @@ _MIN_TTL = timedelta(seconds=1)
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _SOCKET_TIMEOUT_S = 5.0
 _RELEASE_GRACE_S = 0.25  # releasing a lock past the deadline beats leaving it for the whole lease
+_SCAN_COUNT = 1000  # keys asked per SCAN step: 1,000 scopes in a few round trips
+_READ_BATCH = 256  # GETRANGEs per pipeline: bounded memory (256 x 64 KiB at worst) per round trip
 
 
 class RedisTokenStore:
@@ -131,8 +132,8 @@ class RedisTokenStore:
         return True
 
     def load(self, scope: BrokerScope) -> AccessToken | None:
-        data = self._get_document(self._key("token", scope), scope)
-        return token_from_document(data, scope) if data is not None else None
+        key = self._key("token", scope)
+        return self._token_in(key, scope, self._get_bounded(key))
 
     def save(self, scope: BrokerScope, token: AccessToken) -> None:
         check_scope(scope, token)
@@ -244,13 +245,42 @@ class RedisTokenStore:
     # --- listing ----------------------------------------------------------------------
 
     def tokens(self) -> list[AccessToken]:
-        """Every readable token under the prefix, ordered by scope."""
+        """Every readable token under the prefix, ordered by scope.
+
+        One SCAN walk and one pipelined GETRANGE per :data:`_READ_BATCH` keys: a few round trips
+        for 1,000 scopes, not 1,000."""
         pattern = re.compile(rf"{re.escape(self._prefix)}:token:(VTS|REAL):([0-9a-f]{{12}})")
         with self._errors("list tokens in"):
-            keys = list(self._client.scan_iter(match=f"{self._prefix}:token:*", count=100))
+            keys = list(self._client.scan_iter(match=f"{self._prefix}:token:*", count=_SCAN_COUNT))
         names = (key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key) for key in keys)
-        matches = (pattern.fullmatch(name) for name in names)
-        return load_all(self, (BrokerScope(Mode(m.group(1)), m.group(2)) for m in matches if m is not None))
+        matches = [m for m in map(pattern.fullmatch, names) if m is not None]
+        found: list[AccessToken] = []
+        for start in range(0, len(matches), _READ_BATCH):
+            batch = matches[start : start + _READ_BATCH]
+            replies = self._getrange_all([m.group(0) for m in batch])
+            for m, reply in zip(batch, replies, strict=True):
+                token = self._token_in(m.group(0), BrokerScope(Mode(m.group(1)), m.group(2)), reply)
+                if token is not None:
+                    found.append(token)
+        return sorted(found, key=lambda token: (token.scope.mode.value, token.scope.key_fingerprint))
+
+    def _getrange_all(self, keys: list[str]) -> list[Any]:
+        """GETRANGE of every key in one round trip; a key's own error (WRONGTYPE) comes back as its reply."""
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.getrange(key, 0, MAX_DOCUMENT_BYTES)
+        with self._errors("read from"):
+            return list(pipe.execute(raise_on_error=False))
+
+    def _token_in(self, key: str, scope: BrokerScope, reply: Any) -> AccessToken | None:
+        raw = self._bounded(key, reply)
+        if raw is None:
+            return None
+        try:
+            return read_token(raw, scope)
+        except UnreadableEntry as why:
+            _log.warning("ignoring Redis key %s: %s", key, why)
+            return None
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -270,15 +300,23 @@ class RedisTokenStore:
         GETRANGE, never GET: a 128 MiB value planted at the key costs one bounded read."""
         try:
             with self._errors("read from"):
-                raw = self._client.getrange(key, 0, MAX_DOCUMENT_BYTES)
+                reply = self._client.getrange(key, 0, MAX_DOCUMENT_BYTES)
         except TokenStoreError as exc:
             if isinstance(exc.__cause__, redis.exceptions.ResponseError):  # WRONGTYPE: not ours
-                _log.warning("ignoring Redis key %s: it is not a string value", key)
-                return None
+                return self._bounded(key, exc.__cause__)
             raise
-        if not raw:  # a missing key reads as empty; a document is never empty
+        return self._bounded(key, reply)
+
+    def _bounded(self, key: str, reply: Any) -> bytes | None:
+        """The bytes of a GETRANGE ``reply`` for ``key``, or None (with a warning) when it cannot be ours."""
+        if isinstance(reply, redis.exceptions.ResponseError):  # WRONGTYPE: not ours
+            _log.warning("ignoring Redis key %s: it is not a string value", key)
             return None
-        raw = raw if isinstance(raw, bytes) else str(raw).encode("utf-8")
+        if isinstance(reply, Exception):  # the connection failed mid-pipeline
+            raise TokenStoreError(f"could not read from the Redis token store: {reply}") from reply
+        if not reply:  # a missing key reads as empty; a document is never empty
+            return None
+        raw = reply if isinstance(reply, bytes) else str(reply).encode("utf-8")
         if len(raw) > MAX_DOCUMENT_BYTES:
             _log.warning("ignoring Redis key %s: more than %d bytes is not ours", key, MAX_DOCUMENT_BYTES)
             return None
