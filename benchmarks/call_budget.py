@@ -34,14 +34,13 @@ import time
 import uuid
 from typing import Any, ClassVar, NamedTuple
 
-from _common import Measured, distribution, perf_ns, run_script, target
+from _common import Measured, distribution, perf_ns, redis_server, run_script, target
 from runtime.auth.call_budget.gcra import BudgetPolicy
 from runtime.auth.call_budget.memory import InProcessCallBudget
 from runtime.broker.base import BrokerScope, Mode
 from runtime.clock import ClockPort, OffsetClock, SystemClock
 from runtime.deadline import Deadline
 from runtime.masking import fingerprint
-from shared_budget import _redis
 
 ACQUIRE_TARGET_US = 2.0  # issue #16
 BATCH = 200
@@ -268,7 +267,7 @@ def run(quick: bool) -> Measured:
         "floor and budget take turns at being first after the pause. After a 50 ms pause this "
         "shared machine runs everything slower, the floor included: compare with the paced floor.",
     ]
-    with _redis() as url:
+    with redis_server() as url:
         if url is None:
             notes.append("redis-server is not installed: the Redis figures were skipped")
         else:
