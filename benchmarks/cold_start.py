@@ -29,7 +29,6 @@ Targets (issue #16): memory <= 1.5x raw, file <= 1.7x raw; ``qts --help`` and ``
 
 from __future__ import annotations
 
-import compileall
 import json
 import os
 import statistics
@@ -38,9 +37,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import runtime
 from _common import (
     Measured,
+    compile_package,
     distribution,
     emulator_process,
     ns_to_ms,
@@ -142,14 +141,9 @@ def _unused_imports(env: dict[str, str]) -> list[str]:
     return [m for m in modules if any(m == u or m.startswith(u + ".") for u in UNUSED_BY_FIRST_PRICE)]
 
 
-def _compile_package() -> None:
-    """Write the package's .pyc files, as installing it would (see the module docstring)."""
-    compileall.compile_dir(Path(runtime.__file__).parent, quiet=1)
-
-
 def run(quick: bool) -> Measured:
     runs = 3 if quick else 9
-    _compile_package()
+    compile_package()
     account = demo_account("VTS")
     py = sys.executable
     qts = _qts()
