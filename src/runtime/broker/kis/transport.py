@@ -303,7 +303,11 @@ def _unavailable(reason: BaseException) -> BrokerUnavailableError | TLSVerificat
 class _Guard:
     """The sockets of one exchange, shut down together when its deadline passes."""
 
-    __slots__ = ("_fds", "_lock", "_watches", "at", "done", "fired", "sent")
+    __slots__ = ("_fds", "_watches", "at", "done", "fired", "sent")
+
+    # One lock for every guard (held for a few list operations at a time): a lock per guard
+    # was an allocation on every call.
+    _lock = threading.Lock()
 
     def __init__(self, at: float) -> None:
         self.at = at
@@ -312,7 +316,6 @@ class _Guard:
         self.sent = False  # a socket was connected: the request may have left this host
         self._fds: list[int] = []  # duplicates this guard made and closes
         self._watches: list[_Watch] = []  # duplicates kept by reused connections
-        self._lock = threading.Lock()
 
     def watch(self, sock: socket.socket) -> None:
         """A new connection's socket, as soon as TCP connects."""
