@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TextIO
-from zoneinfo import ZoneInfo
 
 from runtime.scrub import scrub
 
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["REAL_MARKER", "Output", "format_kst", "format_left"]
 
 REAL_MARKER = "[REAL 실전]"
-_KST = ZoneInfo("Asia/Seoul")
+_KST = timezone(timedelta(hours=9), "KST")  # no daylight saving in Korea since 1988: exact
 
 
 def format_kst(moment: datetime) -> str:
