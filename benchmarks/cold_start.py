@@ -8,8 +8,9 @@ alike), from ``python`` starting to the process exiting:
 - ``qts_first_price_memory`` / ``_file``: ``import runtime``, ``load_settings()``,
   ``build_runtime()``, one ``inquire-price`` call (its tokenP included) with the memory store,
   and with the file store in a fresh folder (so tokenP is paid there too).
-- ``dependencies_floor``: ``import json, urllib3, attrs, cattrs, runtime.config`` and nothing
-  else: the design card's libraries on this path (environs, marshmallow and python-dotenv come
+- ``dependencies_floor``: ``import json, urllib3, attrs, runtime.config`` and nothing
+  else: the design card's libraries on this path (cattrs is imported only for an answer that
+  is not already well typed, so it is not on it) (environs, marshmallow and python-dotenv come
   with ``runtime.config``, which reads the settings with them) without a tokenP, a GET or any
   other runtime module. Not a target: it shows how much of the 1.5x budget they take alone.
 - ``import_urllib3``: ``python -c "import urllib3"``, the floor of ``qts --help`` and
@@ -81,7 +82,7 @@ with runtime.build_runtime(runtime.load_settings()) as kis:
 )
 
 # The libraries the first price cannot do without, imported as the package imports them.
-_DEPENDENCIES = "import json, urllib3, attrs, cattrs, runtime.config"
+_DEPENDENCIES = "import json, urllib3, attrs, runtime.config"
 
 _LIST_IMPORTS = """
 import sys
@@ -205,7 +206,7 @@ def run(quick: bool) -> Measured:
             "Wall time of fresh child processes, interleaved; ratios of medians from the same run.",
             "The file-store run uses a fresh folder each time, so it pays tokenP and creates the folder.",
             "The package's bytecode is compiled first, as pip install does for the raw side's urllib3.",
-            "dependencies_floor_vs_raw: attrs, cattrs, environs (marshmallow, python-dotenv) and "
+            "dependencies_floor_vs_raw: attrs, environs (marshmallow, python-dotenv) and "
             "runtime.config alone, no call: what the dependencies cost before any runtime code runs.",
         ],
     )
