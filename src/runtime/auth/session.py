@@ -56,11 +56,12 @@ class KISRuntime:
         self._deadline_s = call_deadline_s
         self._on_close = on_close
         self._budget = call_budget or InProcessCallBudget(clock, DEFAULT_MAX_RPS[cache.scope.mode])
+        self._scope = cache.scope  # read on every call: one attribute, not two properties
 
     @property
     def scope(self) -> BrokerScope:
         """The (mode, key fingerprint) this runtime works for."""
-        return self._cache.scope
+        return self._scope
 
     @property
     def call_budget(self) -> CallBudgetPort:
@@ -157,7 +158,7 @@ class KISRuntime:
         for attempt in range(_RATE_LIMIT_ATTEMPTS):
             try:
                 # Raises CallBudgetExhaustedError at once when no slot starts before the deadline.
-                booking = self._budget.acquire(self.scope, deadline)
+                booking = self._budget.acquire(self._scope, deadline)
             except CallBudgetExhaustedError:
                 if limited is not None:
                     raise limited from None  # KIS's own answer says more than our budget's
@@ -167,7 +168,7 @@ class KISRuntime:
                 return self._broker.send(request, token, deadline=deadline)
             except CallRateLimitedError as answer:
                 limited = answer
-                self._budget.rate_limited(self.scope, answer.retry_after.total_seconds())
+                self._budget.rate_limited(self._scope, answer.retry_after.total_seconds())
                 if request.method != "GET" or attempt + 1 == _RATE_LIMIT_ATTEMPTS:
                     raise
                 _log.info(
@@ -175,7 +176,7 @@ class KISRuntime:
                 )
             finally:
                 # KIS has counted the call by now: later slots are spaced from this moment.
-                self._budget.release(self.scope, booking)
+                self._budget.release(self._scope, booking)
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
     def _deadline(self) -> Deadline:

@@ -175,6 +175,15 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
+def _answer_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    # A read-only view is kept as it is: the adapter hands over a view of the dict it has just
+    # parsed and holds nowhere else, and copying a whole KIS answer on every call is measurable.
+    # Any other mapping is copied, as for a request.
+    if type(value) is MappingProxyType:
+        return value
+    return MappingProxyType(dict(value or {}))
+
+
 @functools.lru_cache(maxsize=256)
 def _is_api_path(value: str) -> bool:
     # A path, never a URL: the adapter alone decides which host a request goes to.
@@ -248,7 +257,7 @@ class BrokerResponse:
     """A successful KIS answer (``rt_cd`` == "0"), with the paging headers KIS returns."""
 
     status: int
-    body: Mapping[str, Any] = attrs.field(converter=_frozen_mapping, eq=False)
+    body: Mapping[str, Any] = attrs.field(converter=_answer_mapping, eq=False)
     tr_id: str | None = None
     tr_cont: str | None = None
     gt_uid: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -152,3 +153,18 @@ def test_broker_request_normalises_the_method_and_freezes_params() -> None:
 )
 def test_broker_response_next_page_follows_tr_cont(tr_cont: str | None, more: bool) -> None:
     assert BrokerResponse(200, {}, tr_cont=tr_cont).has_next_page is more
+
+
+def test_a_response_body_given_as_a_dict_is_copied_and_read_only() -> None:
+    body = {"rt_cd": "0", "output": {"stck_prpr": "71000"}}
+    response = BrokerResponse(200, body)
+    body["rt_cd"] = "1"
+    assert response.body["rt_cd"] == "0"
+    with pytest.raises(TypeError):
+        response.body["rt_cd"] = "1"  # type: ignore[index]
+
+
+def test_a_response_body_given_as_a_read_only_view_is_kept_without_a_copy() -> None:
+    # The adapter hands over a view of the dict it has just parsed and holds nowhere else.
+    view = MappingProxyType({"rt_cd": "0"})
+    assert BrokerResponse(200, view).body is view

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator, Mapping
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import urllib3
@@ -189,7 +189,7 @@ class KISBrokerAdapter:
         data, envelope = auth.classify_call(reply, lambda text: self._scrub(text, token.value))
         return BrokerResponse(
             status=reply.status,
-            body=data,
+            body=MappingProxyType(data),  # data is ours alone: the response keeps this view
             tr_id=reply.headers.get("tr_id"),
             tr_cont=reply.headers.get("tr_cont"),
             gt_uid=reply.headers.get("gt_uid"),
@@ -210,7 +210,7 @@ class KISBrokerAdapter:
     ) -> HttpReply:
         url = self._base_url + path
         for attempt in range(_MAX_ATTEMPTS):
-            if deadline.expired:
+            if attempt and deadline.expired:  # the first attempt: exchange checks it itself
                 raise BrokerUnavailableError(f"no answer from KIS within the {deadline.total_s:g} s deadline")
             try:
                 reply = exchange(

@@ -27,7 +27,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -220,7 +220,11 @@ def _checked_headers(received: Mapping[str, str]) -> dict[str, str]:
     size = 0
     longest = 0
     plain: dict[str, str] = {}
-    for name, values in _header_values(received):
+    store = getattr(received, "_container", None)
+    # HTTPHeaderDict's own store when it has urllib3 2's layout ({lower: [name, *values]}):
+    # its items() does a case-insensitive lookup per header, a third of the check's time.
+    entries = store.values() if isinstance(store, dict) else _header_entries(received)
+    for name, *values in entries:
         for value in values:
             count += 1
             line = len(name) + len(value) + 4
@@ -236,19 +240,10 @@ def _checked_headers(received: Mapping[str, str]) -> dict[str, str]:
     return plain
 
 
-def _header_values(headers: Mapping[str, str]) -> Iterator[tuple[str, list[str]]]:
-    """Each header name received with all its values.
-
-    From HTTPHeaderDict's store when it has the layout urllib3 2 uses ({lower: [name, *values]}):
-    its ``items()`` does a case-insensitive lookup per header, a third of the check's time."""
-    store = getattr(headers, "_container", None)
-    if isinstance(store, dict):
-        for entry in store.values():
-            yield entry[0], entry[1:]
-        return
+def _header_entries(headers: Mapping[str, str]) -> list[list[str]]:
+    """[name, *values] for each header name, from any mapping (HTTPHeaderDict keeps repeats)."""
     getlist = getattr(headers, "getlist", None)
-    for name in headers:
-        yield name, list(getlist(name)) if getlist is not None else [headers[name]]
+    return [[name, *(getlist(name) if getlist is not None else [headers[name]])] for name in headers]
 
 
 def _read_capped(response: urllib3.BaseHTTPResponse, headers: Mapping[str, str]) -> bytes:
@@ -531,8 +526,11 @@ def _guard_pools(http: urllib3.PoolManager) -> None:
     Future pools through the manager's pool classes, so the per-call work is two dict lookups
     (looking the pool up for each call cost as much as the rest of the guard)."""
     classes = http.pool_classes_by_scheme
-    if all(_GUARDED_POOLS.get(cls) is cls for cls in classes.values()):
-        return
+    for cls in classes.values():
+        if _GUARDED_POOLS.get(cls) is not cls:
+            break
+    else:
+        return  # every pool class is one of ours: nothing to do (the per-call case)
     http.pool_classes_by_scheme = {scheme: _guarded_pool_class(cls) for scheme, cls in classes.items()}
     for key in list(http.pools.keys()):
         pool: Any = http.pools.get(key)
