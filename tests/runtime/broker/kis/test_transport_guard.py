@@ -22,64 +22,48 @@ from runtime.broker.kis.transport import exchange
 from runtime.clock import SystemClock
 from runtime.deadline import Deadline
 from runtime.errors import BrokerUnavailableError
-from tests.support.servers import LOOPBACK
+from tests.support.servers import RawServer
 
 _OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"rt_cd":0}'
 _SLOW_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
 
 
-class KeepAlivePeer:
+class KeepAlivePeer(RawServer):
     """Keeps connections alive; answers ``/fast`` at once and drips any other answer."""
 
     def __init__(self, drip_s: float = 0.2) -> None:
         self._drip_s = drip_s
-        self._stop = threading.Event()
-        self._listener = socket.create_server((LOOPBACK, 0))
-        self._listener.settimeout(0.05)
-        self.connections = 0
         self.peer_closed = threading.Event()  # a client closed its end of a connection
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
     @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self._listener.getsockname()[1]}/uapi/slow"
+    def slow_url(self) -> str:
+        return self.url + "/uapi/slow"
 
     @property
     def fast_url(self) -> str:
-        return f"http://{LOOPBACK}:{self._listener.getsockname()[1]}/uapi/fast"
+        return self.url + "/uapi/fast"
 
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
+    def serve(self, conn: socket.socket) -> None:
+        # One thread per connection: a test keeps two connections busy at once.
+        threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(10)
-            try:
-                while not self._stop.is_set():
-                    head = _read_head(conn)
-                    if not head:
-                        self.peer_closed.set()
-                        return
-                    if b" /uapi/fast " in head.split(b"\r\n", 1)[0] + b" ":
-                        conn.sendall(_OK)
-                        continue
-                    conn.sendall(_SLOW_HEAD)
-                    while not self._stop.wait(self._drip_s):
-                        conn.sendall(b" ")
-            except OSError:
-                return
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        try:
+            while not self._stop.is_set():
+                head = _read_head(conn)
+                if not head:
+                    self.peer_closed.set()
+                    return
+                if b" /uapi/fast " in head.split(b"\r\n", 1)[0] + b" ":
+                    conn.sendall(_OK)
+                    continue
+                conn.sendall(_SLOW_HEAD)
+                while not self._stop.wait(self._drip_s):
+                    conn.sendall(b" ")
+        except OSError:
+            return
 
 
 def _read_head(conn: socket.socket) -> bytes:
@@ -111,7 +95,7 @@ def test_a_reused_connection_that_drips_is_cut_at_the_deadline(peer: KeepAlivePe
     started = time.monotonic()
     _get(http, peer.fast_url, 5.0)  # reused once: the connection keeps a duplicate descriptor now
     with pytest.raises(BrokerUnavailableError, match="deadline"):
-        _get(http, peer.url, 1.0)  # the same connection, now dripping a byte every 0.2 s
+        _get(http, peer.slow_url, 1.0)  # the same connection, now dripping a byte every 0.2 s
     assert time.monotonic() - started < 1.0 + 0.5
     assert peer.connections == 1  # it really was the kept-alive connection
 
@@ -126,7 +110,7 @@ def test_a_short_deadline_behind_a_long_one_still_fires_on_time(peer: KeepAliveP
 
     def long_call() -> None:
         try:
-            _get(long_http, peer.url, 30.0)
+            _get(long_http, peer.slow_url, 30.0)
         except BrokerUnavailableError as exc:
             outcome.append(exc)
 
@@ -134,7 +118,7 @@ def test_a_short_deadline_behind_a_long_one_still_fires_on_time(peer: KeepAliveP
     time.sleep(0.2)  # the 30 s guard is registered first
     started = time.monotonic()
     with pytest.raises(BrokerUnavailableError):
-        _get(short_http, peer.url, 0.8)
+        _get(short_http, peer.slow_url, 0.8)
     assert time.monotonic() - started < 0.8 + 0.5
     long_http.clear()  # ends the long call's connection; its thread is a daemon either way
 
@@ -151,19 +135,16 @@ def test_closing_a_kept_alive_connection_closes_it_for_the_peer(peer: KeepAliveP
 def test_many_calls_on_one_connection_leave_no_descriptor_behind(peer: KeepAlivePeer) -> None:
     http = urllib3.PoolManager()
     _get(http, peer.fast_url, 5.0)
-    before = _open_descriptors()
+    before = _client_descriptors(peer)
     for _ in range(3):
         # Each slow call fails at its deadline and closes its connection; the next makes a new one.
         with pytest.raises(BrokerUnavailableError):
-            _get(http, peer.url, 0.3)
+            _get(http, peer.slow_url, 0.3)
         _get(http, peer.fast_url, 5.0)
     http.clear()
-    # The peer's ends of the closed connections close as its threads see EOF: wait for them.
-    give_up = time.monotonic() + 5.0
-    while _open_descriptors() > before and time.monotonic() < give_up:
-        time.sleep(0.05)
-    assert _open_descriptors() <= before
+    assert _client_descriptors(peer) <= before
 
 
-def _open_descriptors() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def _client_descriptors(peer: KeepAlivePeer) -> int:
+    # The peer keeps its ends of every connection open until it is closed: not counted.
+    return len(os.listdir("/proc/self/fd")) - len(peer._held)
