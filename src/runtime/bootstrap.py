@@ -207,7 +207,7 @@ def build_store(spec: TokenStoreSpec, *, clock: ClockPort | None = None) -> Toke
     if spec.kind is StoreKind.MEMORY:
         return InMemoryTokenStore()
     if spec.kind is StoreKind.FILE:
-        from runtime.auth.stores.file import FileTokenStore  # filelock only when the file store is used
+        from runtime.auth.stores.file import FileTokenStore  # only when the file store is used
 
         return FileTokenStore(spec.location or default_token_folder())
     if spec.kind is StoreKind.REDIS:

@@ -1,8 +1,9 @@
 """FileCallBudget: the key's budget shared by every process of the user on one host, no server.
 
 ``<folder>/<MODE>-<key fingerprint>.budget.json`` holds the GCRA state (see :mod:`.gcra`),
-``...budget.json.lock`` is its lock (filelock). A booking is lock -> read -> decide -> write ->
-unlock, a fraction of a millisecond, so the lock is taken in about the order callers arrive.
+and is its own lock (``flock`` on the open file: no lock file beside it). A booking is lock ->
+read -> decide -> write -> unlock, a fraction of a millisecond, so the lock is taken in about
+the order callers arrive.
 Times are the host's monotonic clock (CLOCK_MONOTONIC on Linux and macOS, the same for every
 process of the host); a state from before a reboot lies implausibly far ahead and is reset.
 
@@ -13,17 +14,17 @@ BudgetStateUnavailable, upon which :class:`~.fallback.FallbackCallBudget` goes l
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
-
-import filelock
 
 from runtime.auth.call_budget._common import (
     BudgetStateUnavailable,
@@ -53,6 +54,8 @@ _log = logging.getLogger(__name__)
 
 _MAX_BYTES = 64 * 1024
 _POLL_S = 0.002  # the lock is held for well under a millisecond
+# Non-blocking open (a FIFO planted at the path cannot hang it), never through a symlink.
+_OPEN_FLAGS = os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 _PEEK_LOCK_S = 2.0
 
 
@@ -176,36 +179,72 @@ class FileCallBudget:
     # --- the file --------------------------------------------------------------------------------
 
     def _renew(self) -> None:
-        # Fresh in a forked child too: its copies of the parent's lock objects are not its own.
+        # Fresh in a forked child too: another parent thread may have held the thread lock.
         self._guard = threading.Lock()
-        self._locks: dict[BrokerScope, filelock.FileLock] = {}
 
     @contextlib.contextmanager
     def _locked(self, scope: BrokerScope, timeout_s: float) -> Iterator[_Box]:
         path = self.path_for(scope)
-        # Threads of this process queue on a thread lock; processes on the file lock.
+        # Threads of this process queue on a thread lock; processes on flock of the state file.
         if not self._guard.acquire(timeout=max(timeout_s, 0.0)):
             raise BudgetStateUnavailable(f"the call budget of {scope} stayed busy for {timeout_s:g} s")
         try:
-            lock = self._lock_for(scope, path)
+            fd = self._open_locked(path, timeout_s)
             try:
-                lock.acquire(timeout=max(timeout_s, 0.0), poll_interval=_POLL_S)
-            except filelock.Timeout as exc:
-                raise BudgetStateUnavailable(f"{lock.lock_file} stayed locked for {timeout_s:g} s") from exc
-            except OSError as exc:
-                raise BudgetStateUnavailable(f"cannot lock {lock.lock_file}: {exc.strerror or exc}") from exc
-            try:
-                yield from self._open_box(path)
+                yield from self._box(fd, path)
             finally:
-                lock.release()
+                # Unlocked explicitly: a child forked meanwhile shares the open file and its lock.
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
         finally:
             self._guard.release()
 
-    def _open_box(self, path: Path) -> Iterator[_Box]:
+    def _open_locked(self, path: Path, timeout_s: float) -> int:
+        """The state file, created if missing, held under ``flock``; BudgetStateUnavailable at the timeout.
+
+        The state file is its own lock: no lock file beside it to leave behind, and no import of
+        a locking library on the first call (it was a tenth of the file store's first price)."""
+        ends = time.monotonic() + max(timeout_s, 0.0)  # real time: the lock is held in real time
+        fd = self._open_state(path)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return fd
+                except BlockingIOError:
+                    left = ends - time.monotonic()
+                    if left <= 0:
+                        raise BudgetStateUnavailable(f"{path} stayed locked for {timeout_s:g} s") from None
+                    time.sleep(min(_POLL_S, left))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _open_state(self, path: Path) -> int:
+        for attempt in range(2):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
+            except FileNotFoundError:
+                if attempt:
+                    raise BudgetStateUnavailable(f"cannot create {path}") from None
+                self._make_folder()
+                continue
+            except OSError as exc:
+                raise BudgetStateUnavailable(f"cannot open {path}: {exc.strerror or exc}") from exc
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)  # a FIFO or a device planted at the path: never read, never locked
+            raise BudgetStateUnavailable(f"{path} is not a regular file")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _make_folder(self) -> None:
+        try:
+            self._folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise BudgetStateUnavailable(f"cannot open {path}: {exc.strerror or exc}") from exc
+            raise BudgetStateUnavailable(f"cannot create {self._folder}: {exc.strerror or exc}") from exc
+
+    def _box(self, fd: int, path: Path) -> Iterator[_Box]:
         try:
             now = self._clock.monotonic()
             box = _Box(_decode(os.pread(fd, _MAX_BYTES, 0), path, now), now)
@@ -216,18 +255,6 @@ class FileCallBudget:
                 os.pwrite(fd, payload, 0)
         except OSError as exc:
             raise BudgetStateUnavailable(f"cannot read or write {path}: {exc.strerror or exc}") from exc
-        finally:
-            os.close(fd)
-
-    def _lock_for(self, scope: BrokerScope, path: Path) -> filelock.FileLock:
-        lock = self._locks.get(scope)
-        if lock is None:
-            try:
-                self._folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            except OSError as exc:
-                raise BudgetStateUnavailable(f"cannot create {self._folder}: {exc.strerror or exc}") from exc
-            lock = self._locks[scope] = filelock.FileLock(path.with_name(path.name + ".lock"), mode=0o600)
-        return lock
 
 
 def _encode(state: BudgetState) -> bytes:

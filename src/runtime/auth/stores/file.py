@@ -16,8 +16,8 @@ The scope's WebSocket approval key has its own file, ``<MODE>-<fingerprint>.appr
 its one-session stream lease is ``<MODE>-<fingerprint>.stream.lock``, held with ``flock`` while
 a session is open (the kernel releases it when the holder dies), with the holder's host and pid
 in ``<MODE>-<fingerprint>.stream.json``; both go with the release, and a dead holder's are
-swept like the issuance lock's. The call budget's ``*.budget.json.lock`` files belong to
-:mod:`runtime.auth.call_budget.file` (filelock) and are left alone.
+swept like the issuance lock's. The call budget (:mod:`runtime.auth.call_budget.file`) locks
+its ``*.budget.json`` state file itself and leaves no lock file.
 
 Writes are atomic (temporary file in the same folder, fsync, ``os.replace``, fsync of the
 folder): a reader sees the old file or the new one, never half of one, even if the writer is
